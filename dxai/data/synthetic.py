@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dxai.errors import DXAIError
+
 FAMILIES = ("shapes", "colors", "noise")
 SHAPES = ("square", "disk", "triangle", "cross", "ring", "diamond")
 CLASS_COLOURS = np.array(
@@ -26,6 +28,7 @@ CLASS_COLOURS = np.array(
 )
 GREY_SHIFTS = np.linspace(-0.3, 0.4, len(CLASS_COLOURS))
 BACKGROUND_MAX = 0.55
+CACHE_BYTES = 1 << 30  # samples are memoised while the data set's three layers fit in this budget
 
 
 def class_count_limit(family: str) -> int:
@@ -137,24 +140,27 @@ class SyntheticDataset(Dataset):
     Each item is a dict with ``image`` (C x H x W in [0, 1] before ``transform``), ``label``,
     ``background`` and ``class_part``. ``transform`` is an affine normalisation applied to the
     image and background, and to the class part without the offset, so that the identity
-    ``image == background + class_part`` holds in the model's domain too.
+    ``image == background + class_part`` holds in the model's domain too. Generated items are
+    kept in memory when the whole set fits in ``CACHE_BYTES`` (every epoch after the first is
+    then free of generation cost).
     """
 
     def __init__(self, family="shapes", num_classes=3, size=2000, img_size=32, channels=3, seed=0,
                  normalization=None):
         if family not in FAMILIES:
-            raise ValueError(f"unknown synthetic family {family!r}; choose one of {FAMILIES}")
+            raise DXAIError(f"unknown synthetic family {family!r}; choose one of {FAMILIES}")
         if not 2 <= num_classes <= class_count_limit(family):
-            raise ValueError(f"the {family} family supports 2 to {class_count_limit(family)} classes, "
+            raise DXAIError(f"the {family} family supports 2 to {class_count_limit(family)} classes, "
                              f"not {num_classes}")
         if not 16 <= img_size <= 256:
-            raise ValueError(f"synthetic images are 16 to 256 px, not {img_size}")
+            raise DXAIError(f"synthetic images are 16 to 256 px, not {img_size}")
         if channels not in (1, 3):
-            raise ValueError(f"synthetic images have 1 or 3 channels, not {channels}")
+            raise DXAIError(f"synthetic images have 1 or 3 channels, not {channels}")
         self.family, self.num_classes, self.size = family, num_classes, size
         self.img_size, self.channels, self.seed = img_size, channels, seed
         self.normalization = normalization
         self.class_names = self._class_names()
+        self._cache: dict[int, dict] | None = {} if size * 3 * channels * img_size**2 * 4 <= CACHE_BYTES else None
 
     def _class_names(self) -> list[str]:
         if self.family == "shapes":
@@ -182,6 +188,13 @@ class SyntheticDataset(Dataset):
         return background, class_part, label
 
     def __getitem__(self, index: int) -> dict:
+        if self._cache is None:
+            return self._make_item(index)
+        if index not in self._cache:
+            self._cache[index] = self._make_item(index)
+        return dict(self._cache[index])
+
+    def _make_item(self, index: int) -> dict:
         background, class_part, label = self.generate(index)
         image = torch.from_numpy(background + class_part).float()
         background = torch.from_numpy(background).float()
