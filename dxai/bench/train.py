@@ -1,0 +1,108 @@
+"""Benchmark of decomposition training: iterations/s and images/s of the real LightningModule.
+
+    python -m dxai.bench train --json        # synthetic (32 px) and AFHQ (256 px) settings
+
+Each setting runs the stage's own ``DecompositionModule.training_step`` in a Trainer on random
+data (an untrained classifier of the configured architecture; the cost is the same), times
+``steps`` iterations after ``warmup`` iterations, and reports one iteration = one discriminator
+and one generator update on a batch of ``decomposition.batch_size`` (or ``data.batch_size``) images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dxai.config import Config, load_config
+from dxai.training.classifier import build_configured_classifier
+from dxai.training.decomposition import OPTIMIZER_STEPS_PER_ITERATION, DecompositionModule
+
+SETTINGS = {"synthetic": {"warmup": 3, "steps": 20}, "afhq": {"warmup": 1, "steps": 2}}
+
+
+class RandomImages(Dataset):
+    def __init__(self, cfg: Config, size: int):
+        self.cfg, self.size = cfg, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict:
+        g = torch.Generator().manual_seed(index)
+        shape = (self.cfg.data.img_channels, self.cfg.data.img_size, self.cfg.data.img_size)
+        return {"image": torch.rand(shape, generator=g) * 2 - 1,
+                "label": int(torch.randint(self.cfg.data.num_classes, (), generator=g))}
+
+
+class IterationTimer(pl.Callback):
+    """Wall time of the iterations after the first ``warmup`` ones."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.timed = warmup, None, 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            self._sync(module)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if batch_idx >= self.warmup:
+            self.timed += 1
+        self._sync(module)
+        self.end = time.perf_counter()
+
+    @staticmethod
+    def _sync(module):
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+
+def bench_setting(name: str, warmup: int, steps: int) -> dict:
+    cfg = load_config(name)
+    batch_size = cfg.decomposition.batch_size or cfg.data.batch_size
+    module = DecompositionModule(cfg, build_configured_classifier(cfg))
+    loader = DataLoader(RandomImages(cfg, batch_size * (warmup + steps)), batch_size=batch_size, drop_last=True)
+    timer = IterationTimer(warmup)
+    trainer = pl.Trainer(accelerator="auto", devices=1, precision=cfg.trainer.precision,
+                         max_steps=OPTIMIZER_STEPS_PER_ITERATION * (warmup + steps), logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, callbacks=[timer])
+    trainer.fit(module, train_dataloaders=loader)
+    seconds = timer.end - timer.start
+    return {"img_size": cfg.data.img_size, "batch_size": batch_size, "branches": cfg.decomposition.num_branches,
+            "iterations": timer.timed, "seconds": round(seconds, 3),
+            "iterations_per_s": round(timer.timed / seconds, 4),
+            "images_per_s": round(timer.timed * batch_size / seconds, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dxai.bench train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    args = parser.parse_args(argv)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    results = {"bench": "train", "device": device,
+               **{name: bench_setting(name, **SETTINGS[name]) for name in args.settings}}
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for name in args.settings:
+            r = results[name]
+            print(f"{name:10s} {r['img_size']:4d} px  batch {r['batch_size']:3d}  {r['iterations_per_s']:8.3f} it/s  "
+                  f"{r['images_per_s']:9.2f} images/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

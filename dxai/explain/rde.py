@@ -1,0 +1,444 @@
+"""Rate-distortion explanations (RDE): obfuscation, distortion, loss and the mask optimisation.
+
+RDE explains a classifier's decision on an image x = f(h), given in a representation h (the
+wavelet coefficients for CartoonX, the pixels for Pixel RDE), by a sparse mask s in [0, 1]
+over h that keeps the decision when the rest of h is replaced by noise (CartoonX paper,
+Algorithm 1)::
+
+    y_l  = clamp(f(s * h + (1 - s) * v_l), 0, 1)      v_l ~ adaptive Gaussian noise, l = 1..L
+    loss = mean_l d(Phi(x), Phi(y_l)) + lambda * ||s||_1 / (number of mask entries)
+
+Coefficients and masks are band lists (see ``dxai.wavelets``): masks have one channel that
+is shared across the colour channels. The loss of each image depends on that image alone
+(its own noise generator, its own mask), and the batch loss is the *sum* over images, so
+that Adam, which acts elementwise, optimises every image of a batch exactly as it would
+alone. ``rde_loss`` is the same objective as one differentiable function, for training a
+network that predicts masks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Iterator, Protocol, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from dxai.data.transforms import Normalization
+from dxai.errors import DXAIError
+from dxai.explain.classifier_wrapper import as_unit_range_classifier, evaluation_mode, expected_channels
+from dxai.wavelets import Bands, ImageSize, Shapes, flatten_mask, mask_size, ones_mask, unflatten_mask
+
+DISTORTIONS = ("label", "l2", "kl", "maximize_target")
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+class Representation(Protocol):
+    """A differentiable invertible representation x = f(h) with band-list coefficients."""
+
+    def decompose(self, images: torch.Tensor) -> Bands: ...
+
+    def reconstruct(self, bands: Bands, size: tuple[int, int] | None = None) -> torch.Tensor: ...
+
+    def mask_shapes(self, img_size: ImageSize) -> Shapes: ...
+
+
+@dataclass(frozen=True)
+class AdaptiveNoise:
+    """Gaussian noise with the empirical mean and std of each band of each image (paper eq. 5).
+
+    A band is one group of the partition: the low-pass band and each wavelet level (all its
+    orientations and channels) for CartoonX, all pixels for Pixel RDE.
+    """
+
+    mean: list[list[float]]   # [image][band]
+    std: list[list[float]]
+
+    @classmethod
+    def of(cls, coefficients: Bands) -> "AdaptiveNoise":
+        mean = torch.stack([band.flatten(1).mean(1) for band in coefficients], dim=1)
+        std = torch.stack([band.flatten(1).std(1, correction=0) for band in coefficients], dim=1)
+        return cls(mean.tolist(), std.tolist())
+
+    def sample(self, band_shapes: Shapes, num_samples: int, images: range, generators: list,
+               like: torch.Tensor) -> Bands:
+        """Noise for ``images`` (indices into the batch): bands of (len(images), L, *band_shape).
+
+        Each image draws from its own generator, band after band, so its noise does not depend
+        on which other images are drawn with it.
+        """
+        noise = [like.new_empty(len(images), num_samples, *shape) for shape in band_shapes]
+        for row, image in enumerate(images):
+            for band_index, band in enumerate(noise):
+                band[row].normal_(self.mean[image][band_index], self.std[image][band_index],
+                                  generator=generators[image])
+        return noise
+
+
+def obfuscate(coefficients: Bands, masks: Bands, noise: Bands) -> Bands:
+    """``s * h + (1 - s) * v`` for every noise sample: (B, C, ...), (B, 1, ...), (B, L, C, ...)
+    -> (B, L, C, ...)."""
+    return [torch.lerp(v, h.unsqueeze(1), s.unsqueeze(1)) for h, s, v in zip(coefficients, masks, noise, strict=True)]
+
+
+def obfuscated_images(representation: Representation, coefficients: Bands, masks: Bands, noise: Bands,
+                      size: tuple[int, int]) -> torch.Tensor:
+    """The obfuscations of (H, W) = ``size`` images in pixel space, clamped to [0, 1]: (B, L, C, H, W)."""
+    mixed = obfuscate(coefficients, masks, noise)
+    batch, samples = mixed[0].shape[:2]
+    images = representation.reconstruct([band.flatten(0, 1) for band in mixed], size)
+    # hardtanh is clamp(0, 1) with a single-pass backward (and a zero gradient on the bounds themselves).
+    return F.hardtanh(images, 0.0, 1.0).unflatten(0, (batch, samples))
+
+
+def distortion_terms(logits: torch.Tensor, reference: torch.Tensor, target: torch.Tensor,
+                     measure: str = "label") -> torch.Tensor:
+    """d(Phi(x), Phi(y_l)) of every obfuscation: logits (B, L, K), reference probabilities of
+    the images (B, K), target (B,) -> (B, L). All measures act on post-softmax outputs:
+
+    - ``label``: (p_t(x) - p_t(y))^2, the paper's default
+    - ``l2``: ||p(x) - p(y)||_2^2
+    - ``kl``: KL(p(x) || p(y))
+    - ``maximize_target``: (1 - p_t(y))^2
+    """
+    index = target.view(-1, 1, 1).expand(-1, logits.shape[1], 1)
+    if measure == "label":
+        probabilities = logits.softmax(-1).gather(-1, index).squeeze(-1)
+        return (reference.gather(1, target.view(-1, 1)) - probabilities) ** 2
+    if measure == "l2":
+        return ((reference.unsqueeze(1) - logits.softmax(-1)) ** 2).sum(-1)
+    if measure == "kl":
+        log_reference = reference.clamp_min(torch.finfo(reference.dtype).tiny).log().unsqueeze(1)
+        return (reference.unsqueeze(1) * (log_reference - logits.log_softmax(-1))).sum(-1)
+    if measure == "maximize_target":
+        return (1 - logits.softmax(-1).gather(-1, index).squeeze(-1)) ** 2
+    raise DXAIError(f"unknown distortion measure {measure!r}; choose one of {DISTORTIONS}")
+
+
+def l1_norm(masks: Bands) -> torch.Tensor:
+    """||s||_1 / (number of mask entries) per image: (B,)."""
+    entries = sum(band[0].numel() for band in masks)
+    return sum(band.abs().flatten(1).sum(1) for band in masks) / entries
+
+
+@dataclass
+class RDELoss:
+    """Per-image terms of the RDE loss, each (B,): ``loss = distortion + lam * l1``."""
+
+    distortion: torch.Tensor
+    l1: torch.Tensor
+    loss: torch.Tensor
+
+
+def _generator_list(generators: Generators, batch_size: int) -> list:
+    if generators is None or isinstance(generators, torch.Generator):
+        return [generators] * batch_size
+    generators = list(generators)
+    if len(generators) != batch_size:
+        raise DXAIError(f"got {len(generators)} noise generators for {batch_size} images; give one per image")
+    return generators
+
+
+def _chunks(batch_size: int, num_samples: int, samples_per_call: int) -> Iterator[tuple[range, slice]]:
+    """(images, samples) blocks of at most ``samples_per_call`` obfuscations, image-major.
+
+    The blocks of one image depend on ``num_samples`` and ``samples_per_call`` only, never on
+    the batch size, so an image draws the same noise in any batch.
+    """
+    if num_samples <= samples_per_call:
+        images_per_call = samples_per_call // num_samples
+        for start in range(0, batch_size, images_per_call):
+            yield range(start, min(start + images_per_call, batch_size)), slice(0, num_samples)
+    else:
+        for image in range(batch_size):
+            for start in range(0, num_samples, samples_per_call):
+                yield range(image, image + 1), slice(start, min(start + samples_per_call, num_samples))
+
+
+class RDEObjective:
+    """The RDE loss of masks on one batch of images.
+
+    What all steps of an optimisation share is computed once, without gradients: the
+    coefficients h of the images, their noise statistics, and the classifier's reference
+    probabilities p(x). ``classifier`` takes [0, 1] images, returns logits and should be in
+    eval mode.
+    """
+
+    def __init__(self, classifier: nn.Module, images: torch.Tensor, representation: Representation,
+                 target: torch.Tensor | int | Sequence[int] | None = None, lam: float = 20.0,
+                 num_samples: int = 64, distortion: str = "label"):
+        if distortion not in DISTORTIONS:
+            raise DXAIError(f"unknown distortion measure {distortion!r}; choose one of {DISTORTIONS}")
+        if num_samples < 1:
+            raise DXAIError(f"the number of noise samples must be at least 1, not {num_samples}")
+        self.classifier, self.representation = classifier, representation
+        self.lam, self.num_samples, self.distortion = lam, num_samples, distortion
+        images = images.detach()
+        with torch.no_grad():
+            self.coefficients = representation.decompose(images)
+            self.reference = classifier(images).softmax(-1)
+        self.noise = AdaptiveNoise.of(self.coefficients)
+        self.target = _resolve_target(target, self.reference)
+        self.band_shapes = [tuple(band.shape[1:]) for band in self.coefficients]
+        self.image_size = tuple(images.shape[-2:])
+
+    @property
+    def batch_size(self) -> int:
+        return self.reference.shape[0]
+
+    def loss(self, masks: Bands, generators: Generators = None) -> RDELoss:
+        """The per-image RDE loss, differentiable w.r.t. ``masks``; all B * L obfuscations go
+        through the classifier in one call."""
+        generators = _generator_list(generators, self.batch_size)
+        distortion = self._distortion_sum(masks, range(self.batch_size), slice(0, self.num_samples),
+                                          generators) / self.num_samples
+        l1 = l1_norm(masks)
+        return RDELoss(distortion, l1, distortion + self.lam * l1)
+
+    def backward(self, masks: Bands, generators: Generators = None, samples_per_call: int = 128) -> RDELoss:
+        """Accumulate the gradient of the summed per-image loss into ``masks[i].grad``, running at
+        most ``samples_per_call`` obfuscations through the classifier at once; returns the
+        detached per-image loss."""
+        with torch.enable_grad():
+            return self._chunked_loss(masks, generators, samples_per_call, with_gradients=True)
+
+    def evaluate(self, masks: Bands, generators: Generators = None, samples_per_call: int = 128) -> RDELoss:
+        """The per-image loss without gradients, in blocks of ``samples_per_call`` obfuscations."""
+        with torch.no_grad():
+            return self._chunked_loss(masks, generators, samples_per_call, with_gradients=False)
+
+    def _chunked_loss(self, masks: Bands, generators: Generators, samples_per_call: int,
+                      with_gradients: bool) -> RDELoss:
+        generators = _generator_list(generators, self.batch_size)
+        distortion = torch.zeros_like(self.reference[:, 0])
+        for images, samples in _chunks(self.batch_size, self.num_samples, samples_per_call):
+            part = self._distortion_sum(masks, images, samples, generators) / self.num_samples
+            if with_gradients:
+                part.sum().backward(inputs=masks)
+            distortion[images.start:images.stop] += part.detach()
+        l1 = l1_norm(masks)
+        if with_gradients:
+            (self.lam * l1).sum().backward(inputs=masks)
+        l1 = l1.detach()
+        return RDELoss(distortion, l1, distortion + self.lam * l1)
+
+    def _distortion_sum(self, masks: Bands, images: range, samples: slice, generators: list) -> torch.Tensor:
+        """Sum over the ``samples`` of each of ``images`` of their distortion: (len(images),)."""
+        rows = slice(images.start, images.stop)
+        count = samples.stop - samples.start
+        noise = self.noise.sample(self.band_shapes, count, images, generators, like=self.coefficients[0])
+        obfuscations = obfuscated_images(self.representation, [band[rows] for band in self.coefficients],
+                                         [band[rows] for band in masks], noise, self.image_size)
+        logits = self.classifier(obfuscations.flatten(0, 1)).unflatten(0, (len(images), count))
+        terms = distortion_terms(logits, self.reference[rows], self.target[rows], self.distortion)
+        return terms.sum(1)
+
+
+def _resolve_target(target, reference: torch.Tensor) -> torch.Tensor:
+    """The classes to explain: the predicted ones by default; an int applies to every image."""
+    batch_size, num_classes = reference.shape
+    if target is None:
+        return reference.argmax(1)
+    target = torch.as_tensor(target, device=reference.device)
+    if target.is_floating_point() or target.dim() > 1:
+        raise DXAIError(f"target must be an int or one int per image, not a {target.dtype} tensor "
+                        f"of shape {tuple(target.shape)}")
+    target = target.long().expand(batch_size) if target.dim() == 0 else target.long()
+    if target.shape[0] != batch_size:
+        raise DXAIError(f"got {target.shape[0]} targets for {batch_size} images; give one per image or one int")
+    if bool(((target < 0) | (target >= num_classes)).any()):
+        bad = int(target[(target < 0) | (target >= num_classes)][0])
+        raise DXAIError(f"target class {bad} is out of range: the classifier has {num_classes} classes "
+                        f"(0 to {num_classes - 1})")
+    return target
+
+
+def rde_loss(classifier: nn.Module, images: torch.Tensor, masks: Bands, representation: Representation,
+             target: torch.Tensor | int | Sequence[int] | None = None, lam: float = 20.0, num_samples: int = 64,
+             generator: Generators = None, distortion: str = "label") -> RDELoss:
+    """The per-image RDE loss of ``masks`` on ``images``, differentiable w.r.t. the masks.
+
+    The objective a mask predictor trains on; ``classifier`` takes [0, 1] images and should be
+    in eval mode. ``generator`` is one generator for the batch, one per image, or None.
+    """
+    return RDEObjective(classifier, images, representation, target, lam, num_samples, distortion).loss(
+        masks, generator)
+
+
+class MaskOptimizer:
+    """Adam on a batch of masks, each projected back to [0, 1] after every step (Algorithm 1)."""
+
+    def __init__(self, objective: RDEObjective, initial_masks: Bands, lr: float = 1e-3,
+                 seeds: Sequence[int] | None = None, samples_per_call: int = 128):
+        """``seeds``: one per image, by default 0, 1, ..., B - 1."""
+        self.objective, self.samples_per_call = objective, samples_per_call
+        self.masks = [band.detach().clone().requires_grad_(True) for band in initial_masks]
+        self.optimizer = torch.optim.Adam(self.masks, lr=lr)
+        seeds = range(objective.batch_size) if seeds is None else seeds
+        device = initial_masks[0].device
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+    def step(self) -> RDELoss:
+        """One update; returns the per-image loss of the masks before it."""
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self.objective.backward(self.masks, self.generators, self.samples_per_call)
+        self.optimizer.step()
+        with torch.no_grad():
+            for band in self.masks:
+                band.clamp_(0, 1)
+        return losses
+
+
+@dataclass
+class RDEHistory:
+    """The loss terms of every step, evaluated on the masks before that step's update: (steps, B)."""
+
+    distortion: torch.Tensor
+    l1: torch.Tensor
+    loss: torch.Tensor
+
+    @property
+    def mean_distortion(self) -> torch.Tensor:
+        return self.distortion.mean(1)
+
+    @property
+    def mean_l1(self) -> torch.Tensor:
+        return self.l1.mean(1)
+
+    @property
+    def mean_loss(self) -> torch.Tensor:
+        return self.loss.mean(1)
+
+
+@dataclass
+class RDEResult:
+    """What an RDE explainer returns for a batch of B images."""
+
+    masks: Bands                 # band list, (B, 1, ...) each, in [0, 1]
+    explanations: torch.Tensor   # (B, 1, H, W) in [0, 1]: the CartoonX image, or the Pixel RDE mask
+    target: torch.Tensor         # (B,) the classes explained
+    probabilities: torch.Tensor  # (B, K) the classifier's softmax on the images
+    history: RDEHistory
+
+    @property
+    def flat_masks(self) -> torch.Tensor:
+        """The masks as one vector per image: (B, number of mask entries)."""
+        return flatten_mask(self.masks)
+
+
+class RDE(ABC):
+    """An RDE explainer with a captum-like ``attribute``; subclasses fix the representation.
+
+    ``classifier`` is any torch module returning logits. With ``normalization`` it takes
+    images as the model expects them and the explainer applies the normalisation to its [0, 1]
+    images; without, it must take [0, 1] images itself. It runs in eval mode while explaining.
+    ``samples_per_call`` caps the obfuscations per classifier call (memory): the B * L of a
+    step go through in as few calls as that allows, and an image's result does not depend on it
+    as long as it is at least L.
+    """
+
+    def __init__(self, classifier: nn.Module, *, normalization: Normalization | None = None,
+                 lam: float, lr: float = 1e-3, steps: int = 2000, num_samples: int = 64,
+                 distortion: str = "label", samples_per_call: int = 128):
+        if distortion not in DISTORTIONS:
+            raise DXAIError(f"unknown distortion measure {distortion!r}; choose one of {DISTORTIONS}")
+        if samples_per_call < 1:
+            raise DXAIError(f"samples_per_call must be at least 1, not {samples_per_call}")
+        self.classifier = as_unit_range_classifier(classifier, normalization)
+        self.lam, self.lr, self.steps, self.num_samples = lam, lr, steps, num_samples
+        self.distortion, self.samples_per_call = distortion, samples_per_call
+
+    @abstractmethod
+    def representation(self, img_size: tuple[int, int]) -> nn.Module:
+        """The representation for images of ``img_size`` (a module with the ``Representation`` methods)."""
+
+    @abstractmethod
+    def visualize(self, images: torch.Tensor, masks: Bands, representation: nn.Module) -> torch.Tensor:
+        """The explanation image of each mask: (B, 1, H, W) in [0, 1]."""
+
+    def attribute(self, images: torch.Tensor, target: torch.Tensor | int | Sequence[int] | None = None, *,
+                  init: str | torch.Tensor | Bands = "ones", steps: int | None = None,
+                  seed: int | Sequence[int] = 0, progress: bool = False) -> RDEResult:
+        """Explain ``images`` (B, C, H, W) in [0, 1].
+
+        ``target``: the class to explain per image (default: the predicted one). ``init``:
+        ``"ones"`` or a mask in [0, 1], as a band list or flat (B, K); it is the step-0 mask.
+        ``seed``: an int gives image i the seed ``seed + i``; or one seed per image. An image
+        explained with seed s in any batch gives the mask it gives alone with seed s.
+        """
+        steps = self.steps if steps is None else steps
+        self._check_images(images)
+        representation = self.representation(tuple(images.shape[-2:])).to(images.device, images.dtype)
+        shapes = representation.mask_shapes(tuple(images.shape[-2:]))
+        seeds = _seed_list(seed, images.shape[0])
+        with evaluation_mode(self.classifier):
+            objective = RDEObjective(self.classifier, images, representation, target, self.lam,
+                                     self.num_samples, self.distortion)
+            initial = self.initial_masks(init, shapes, images, objective.target)
+            optimizer = MaskOptimizer(objective, initial, self.lr, seeds, self.samples_per_call)
+            history = []
+            bar = tqdm(range(steps), desc=type(self).__name__, disable=not progress, leave=False)
+            for index in bar:
+                history.append(optimizer.step())
+                if progress and index % 20 == 0:
+                    bar.set_postfix(loss=f"{float(history[-1].loss.mean()):.4f}")
+        masks = [band.detach() for band in optimizer.masks]
+        return RDEResult(masks, self.visualize(images, masks, representation), objective.target,
+                         objective.reference, _stack_history(history, images))
+
+    def initial_masks(self, init: str | torch.Tensor | Bands, shapes: Shapes, images: torch.Tensor,
+                      target: torch.Tensor) -> Bands:
+        """The step-0 masks of ``attribute``: ``"ones"``, or a mask in [0, 1] given as a band
+        list or flat (B, K), checked against ``shapes``."""
+        batch_size = images.shape[0]
+        if isinstance(init, str):
+            if init != "ones":
+                raise DXAIError(f"unknown initial mask {init!r}; give 'ones' or a mask tensor")
+            return ones_mask(shapes, batch_size, images.device, images.dtype)
+        if isinstance(init, torch.Tensor):
+            if init.shape != (batch_size, mask_size(shapes)):
+                raise DXAIError(f"a flat initial mask must be (B, K) = ({batch_size}, {mask_size(shapes)}), "
+                                f"not {tuple(init.shape)}")
+            init = unflatten_mask(init, shapes)
+        expected = [(batch_size, *shape) for shape in shapes]
+        actual = [tuple(band.shape) for band in init]
+        if actual != expected:
+            raise DXAIError(f"the initial mask's bands must have shapes {expected}, not {actual}")
+        if any(bool(((band < 0) | (band > 1)).any()) for band in init):
+            raise DXAIError("the initial mask must lie in [0, 1]")
+        return [band.detach().to(images.device, images.dtype) for band in init]
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        name = type(self).__name__
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise DXAIError(f"{name} explains a batch of float images B x C x H x W, not {shape}")
+        channels = expected_channels(self.classifier)
+        if channels is not None and images.shape[1] != channels:
+            raise DXAIError(f"the classifier takes {channels}-channel images, but the images have "
+                            f"{images.shape[1]} channels")
+        low, high = float(images.min()), float(images.max())
+        if not (0.0 <= low and high <= 1.0):
+            raise DXAIError(f"{name} takes images in [0, 1], but these range from {low:.3g} to {high:.3g}; "
+                            "pass un-normalised images and give the model's normalisation as normalization=...")
+
+
+def _seed_list(seed: int | Sequence[int], batch_size: int) -> list[int]:
+    if isinstance(seed, int):
+        return [seed + index for index in range(batch_size)]
+    seeds = [int(value) for value in seed]
+    if len(seeds) != batch_size:
+        raise DXAIError(f"got {len(seeds)} seeds for {batch_size} images; give one int or one seed per image")
+    return seeds
+
+
+def _stack_history(history: list[RDELoss], images: torch.Tensor) -> RDEHistory:
+    def stack(name: str) -> torch.Tensor:
+        if not history:
+            return images.new_zeros(0, images.shape[0]).cpu()
+        return torch.stack([getattr(step, name) for step in history]).cpu()
+
+    return RDEHistory(stack("distortion"), stack("l1"), stack("loss"))
