@@ -47,29 +47,33 @@ class ClassifierConfig:
 
 @dataclass
 class DecompositionConfig:
-    num_branches: int = 5
+    """DXAI decomposition training; ``max_steps`` and every ``*_every_steps`` count iterations
+    (one discriminator update + one generator/mapping update)."""
+    num_branches: int = 5                # n: psi_1 (distinct) + n - 1 agnostic branches
     latent_dim: int = 16
     style_dim: int = 64
-    style_per_block: bool = False
+    style_per_block: bool = False        # one style vector per AdaIN block instead of one for all
     base_channels: int = 32              # generator width per branch at full resolution
     max_channels: int = 128              # generator width cap per branch
+    num_downsample: int = 2              # encoder/decoder resolution levels (img_size % 2**it == 0)
+    num_bottleneck: int = 2              # ResBlks at the lowest resolution, in encoder and decoder each
     disc_base_channels: int = 32
     disc_max_channels: int = 256
-    num_downsample: int = 2              # encoder/decoder resolution levels
     mapping_hidden: int = 256
-    lr: float = 1e-4
+    batch_size: int | None = None        # None: data.batch_size
+    lr: float = 1e-4                     # generator
     mapping_lr: float = 1e-6
     disc_lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     weight_decay: float = 1e-4
     ema_beta: float = 0.999
-    lambda_adv: float = 2.0
+    lambda_adv: float = 2.0              # eq. 15 weights
     lambda_kld: float = 1.0
     lambda_cf: float = 2.0
     lambda_rec: float = 4.0
     lambda_dr: float = 4.0
     lambda_orth: float = 1.0
-    lambda_r1: float = 1.0
+    lambda_r1: float = 1.0               # R1 penalty of the discriminator step (StarGAN-v2)
     max_steps: int = 3000
     val_every_steps: int = 500
     image_every_steps: int = 250
@@ -90,20 +94,50 @@ class CartoonXConfig:
 
 @dataclass
 class MasksConfig:
-    max_steps: int = 1500
+    """The amortized mask predictor. Its masks, loss and the CartoonX runs of its evaluation use
+    the ``cartoonx`` section's wavelet, levels, lam, lr and distortion."""
+    base_channels: int = 32              # predictor width at full resolution
+    max_channels: int = 128
+    initial_keep: float = 0.95           # every mask entry of a fresh predictor (risk-averse start)
+    max_steps: int = 600
+    batch_size: int | None = 32          # None: data.batch_size
     lr: float = 1e-3
-    base_channels: int = 32
-    num_samples: int = 16                # noise samples per image during training
-    distill: bool = False
-    eval_images: int = 32
-    eval_steps: int = 2000
+    num_samples: int = 4                 # L per training image, fresh noise every step
+    image_every_steps: int = 200
+    num_panel_images: int = 6
+    distill: bool = False                # also fit CartoonX masks optimised on a cached training subset
+    distill_images: int = 64
+    distill_steps: int = 2000
+    distill_weight: float = 10.0
+    eval_images: int = 32                # validation images of the evaluation, all in one CartoonX call
+    eval_steps: int = 2000               # CartoonX steps from the all-ones mask
+    eval_predictor_steps: int = 300      # CartoonX steps from the predicted mask
+    eval_num_samples: int = 4            # L of the evaluation's CartoonX optimisation
+    eval_loss_samples: int = 16          # the fixed noise set on which every mask's loss is measured
+    eval_every: int = 20                 # steps between measured points of the all-ones curve
+    eval_predictor_every: int = 10       # the same for the predictor-initialised curve
+    eval_seed: int = 0
 
 
 @dataclass
 class EvaluationConfig:
-    num_images: int = 256
-    rd_images: int = 8
-    compare_classifier: str | None = None
+    """The evaluation report: beta-AUC of DXAI and the heatmap baselines, ground-truth scores,
+    classifier matching and rate-distortion curves (``dxai.evaluation.stage``)."""
+    num_images: int = 256                # validation images of beta-AUC and the ground-truth scores
+    batch_size: int = 64
+    baselines: list[str] = field(default_factory=lambda: [
+        "random", "grad_cam", "guided_grad_cam", "integrated_gradients", "gradient_shap", "lrp",
+        "internal_influence"])
+    path_steps: int = 50                 # Integrated Gradients and Internal Influence (captum's default)
+    panel_images: int = 6                # rows of the decomposition grid
+    compare_classifier: str | None = None  # another run folder, same data: classifier matching (table 3)
+    matching_baselines: list[str] = field(default_factory=lambda: ["grad_cam", "guided_grad_cam", "lrp"])
+    rd_images: int = 8                   # rate-distortion curves (CartoonX paper, fig. 7)
+    rd_steps: int = 200                  # CartoonX and Pixel RDE steps (the paper: 2000 at lr 1e-3)
+    rd_lr: float = 1e-2
+    rd_num_samples: int = 4              # L of the optimisation
+    rd_curve_samples: int = 16           # noise samples per image and point of a curve
+    seed: int = 0
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """The stages of a dxai run, in order. Each is resumable and skipped when its result exists.
 
 A stage is a module with ``run(cfg, run_dir) -> dict`` and ``is_done(cfg, run_dir) -> bool``.
+A stage that trains nothing sets ``RANK_ZERO_ONLY = True``: under DDP every process runs the
+pipeline, and such a stage must write its files once.
 """
 
 from __future__ import annotations
@@ -9,13 +11,19 @@ import importlib
 import logging
 from pathlib import Path
 
-from dxai.config import Config, save_config
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from dxai.config import Config, read_config, save_config
 from dxai.errors import DXAIError
 
 log = logging.getLogger(__name__)
 
 STAGES: dict[str, str] = {
     "classifier": "dxai.training.classifier",
+    "decomposition": "dxai.training.decomposition",
+    "masks": "dxai.training.masks",
+    "export": "dxai.training.export",
+    "evaluate": "dxai.evaluation.stage",
 }
 
 
@@ -25,14 +33,45 @@ def stage_module(name: str):
     return importlib.import_module(STAGES[name])
 
 
+# Settings that shape the data or the networks: a run folder's checkpoints only fit these.
+SHAPING_KEYS = ("data.kind", "data.family", "data.num_classes", "data.img_size", "data.img_channels",
+                "classifier.arch", "decomposition.num_branches", "decomposition.base_channels",
+                "decomposition.max_channels", "decomposition.num_downsample", "decomposition.num_bottleneck",
+                "decomposition.style_dim", "decomposition.style_per_block", "decomposition.latent_dim",
+                "decomposition.mapping_hidden", "decomposition.disc_base_channels",
+                "decomposition.disc_max_channels", "cartoonx.levels", "cartoonx.wavelet", "cartoonx.mode",
+                "masks.base_channels", "masks.max_channels")
+
+
+def _value(cfg: Config, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name, None)
+
+
+def check_same_shape(cfg: Config, run_dir: Path) -> None:
+    """Refuse to continue a run folder whose checkpoints were made with other network or data shapes."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = read_config(saved_path)
+    changed = [f"{key}: {_value(saved, key)} -> {_value(cfg, key)}" for key in SHAPING_KEYS
+               if _value(saved, key) != _value(cfg, key)]
+    if changed:
+        raise DXAIError(f"{run_dir} was trained with other settings ({'; '.join(changed)}); its checkpoints do "
+                        "not fit them. Use a new --run-name, or the settings of that run")
+
+
 def run_pipeline(cfg: Config, stage: str = "all") -> Path:
     """Run one stage (always) or all of them (skipping those already done); return the run folder."""
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    check_same_shape(cfg, run_dir)
     save_config(cfg, run_dir / "config.yaml")
     names = list(STAGES) if stage == "all" else [stage]
     for name in names:
         module = stage_module(name)
+        if getattr(module, "RANK_ZERO_ONLY", False) and rank_zero_only.rank != 0:
+            continue
         if stage == "all" and module.is_done(cfg, run_dir):
             log.info("stage %s: already done in %s, skipped", name, run_dir)
             continue

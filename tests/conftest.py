@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Two cores shared by a test process and data workers: one torch thread is several times faster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
 
 

@@ -39,6 +39,10 @@ def make_logger(cfg: Config, run_dir: Path, stage: str):
         if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online":
             os.environ["WANDB_MODE"] = "offline"
         os.environ.setdefault("WANDB_SILENT", "true")
+        import wandb
+
+        if wandb.run is not None:  # the previous stage's run: each stage logs to its own
+            wandb.finish()
         return WandbLogger(project=f"dxai-{cfg.run.dataset}", name=f"{cfg.run.run_name}-{stage}",
                            group=cfg.run.run_name, save_dir=str(run_dir), job_type=stage,
                            id=f"{cfg.run.run_name}-{stage}", resume="allow")

@@ -1,0 +1,1 @@
+"""Scores of explanations: beta-AUC, class-agnosticism, ground-truth agreement, reports."""

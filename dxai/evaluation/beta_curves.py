@@ -1,0 +1,56 @@
+"""Accuracy and class probabilities along x_beta = x - beta * distinct (DXAI paper, eq. 10, fig. 7).
+
+``BetaCurve`` accumulates, batch after batch, how often the classifier still labels x_beta
+correctly (the accuracy curve whose normalised area is the beta-AUC of table 1) and the mean
+softmax vector per true class (the bars of fig. 7), from one classifier pass per beta.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dxai.evaluation.decomposition_metrics import BETAS, auc_of_curve
+
+
+@torch.no_grad()
+def beta_probabilities(classifier: nn.Module, images: torch.Tensor, distinct: torch.Tensor,
+                       betas=BETAS) -> torch.Tensor:
+    """softmax(C(x - beta * distinct)) for every beta: (len(betas), B, c)."""
+    return torch.stack([classifier(images - beta * distinct).softmax(1) for beta in betas])
+
+
+class BetaCurve:
+    """Sums over the images added so far; ``accuracy``, ``auc`` and ``class_probabilities`` read them."""
+
+    def __init__(self, num_classes: int, betas=BETAS):
+        self.betas = tuple(betas)
+        self.correct = torch.zeros(len(self.betas), dtype=torch.float64)
+        self.probability_sums = torch.zeros(num_classes, len(self.betas), num_classes, dtype=torch.float64)
+        self.class_counts = torch.zeros(num_classes, dtype=torch.float64)
+
+    @property
+    def count(self) -> int:
+        return int(self.class_counts.sum())
+
+    def add(self, classifier: nn.Module, images: torch.Tensor, distinct: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch: ``images`` and ``distinct`` in the classifier's domain, true ``labels`` (B)."""
+        probabilities = beta_probabilities(classifier, images, distinct, self.betas).double().cpu()
+        labels = labels.cpu()
+        self.correct += (probabilities.argmax(2) == labels).sum(1)
+        self.probability_sums.index_add_(0, labels, probabilities.transpose(0, 1))
+        self.class_counts += torch.bincount(labels, minlength=len(self.class_counts))
+
+    @property
+    def accuracy(self) -> list[float]:
+        return (self.correct / max(self.count, 1)).tolist()
+
+    @property
+    def auc(self) -> float:
+        """Eq. 10's score (lower is better); NaN when nothing was labelled correctly at beta 0."""
+        return auc_of_curve(self.accuracy, self.betas)
+
+    @property
+    def class_probabilities(self) -> torch.Tensor:
+        """Mean softmax vector per true class and beta: (c, len(betas), c); NaN for absent classes."""
+        return self.probability_sums / self.class_counts.view(-1, 1, 1)

@@ -1,0 +1,220 @@
+"""Evaluate stage: the evidence of a run, in ``<run>/report/`` (report.md, PNG plots and the
+``evaluation`` section of metrics.json), logged to wandb as tables and images when it is the logger.
+
+DXAI's parts and the mask predictor's come from the exported bundle (``<run>/model/``, read by
+``dxai.inference.Explainer``), not from training code. On the first ``evaluation.num_images``
+validation images every method explains the classifier's predicted class and is scored by
+its beta-AUC (eq. 10), the mean class probabilities along beta (fig. 7), the classifier's top
+probability on its agnostic part (definition 1) and, on synthetic data, its agreement with the
+true class part and background. With ``evaluation.compare_classifier`` the parts are also
+judged by a second classifier (table 3). CartoonX, Pixel RDE, the mask predictor and random
+rankings get rate-distortion curves on ``evaluation.rd_images`` images (CartoonX paper, fig. 7).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from dxai.config import Config
+from dxai.data.datamodule import build_datasets
+from dxai.evaluation import plots, report
+from dxai.evaluation.beta_curves import BetaCurve
+from dxai.evaluation.decomposition_metrics import BETAS, top_probability
+from dxai.evaluation.ground_truth import GroundTruthScores
+from dxai.evaluation.matching import ClassifierMatching, load_comparison
+from dxai.evaluation.methods import build_methods
+from dxai.evaluation.rd_comparison import RDSettings, rd_comparison
+from dxai.explanation import Explanation
+from dxai.inference import Explainer
+from dxai.io import read_metrics, update_metrics
+from dxai.training.common import make_logger
+
+RANK_ZERO_ONLY = True
+SECTION = "evaluation"
+
+
+def report_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "report"
+
+
+def is_done(cfg: Config, run_dir: Path) -> bool:
+    return "beta_auc" in read_metrics(run_dir).get(SECTION, {}) and (report_dir(run_dir) / "report.md").is_file()
+
+
+def _device(cfg: Config) -> torch.device:
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+class MethodScores:
+    """Everything the report says about one method, accumulated over batches."""
+
+    def __init__(self, num_classes: int, normalization):
+        self.curve = BetaCurve(num_classes)
+        self.truth = GroundTruthScores(normalization)
+        self.agnostic_top_sum = 0.0
+        self.seconds = 0.0
+
+    def add(self, classifier, explanation: Explanation, batch: dict, seconds: float) -> None:
+        images, labels = explanation.images, batch["label"].to(explanation.images.device)
+        self.curve.add(classifier, images, explanation.distinct, labels)
+        self.agnostic_top_sum += float(top_probability(classifier, explanation.agnostic).sum())
+        if "class_part" in batch:
+            self.truth.add(explanation.distinct, explanation.agnostic, batch["class_part"], batch["background"])
+        self.seconds += seconds
+
+
+def _timed(method, images: torch.Tensor) -> tuple[Explanation, float]:
+    start = time.perf_counter()
+    explanation = method(images)
+    if images.is_cuda:
+        torch.cuda.synchronize(images.device)
+    return explanation, time.perf_counter() - start
+
+
+def _first_of_each_class(explanation: Explanation, labels: torch.Tensor, num_classes: int) -> dict[int, Explanation]:
+    return {label: explanation[int(torch.nonzero(labels == label)[0])]
+            for label in range(num_classes) if bool((labels == label).any())}
+
+
+def _comparison(cfg: Config, classifier, num_classes: int, device) -> tuple[ClassifierMatching | None, dict, dict]:
+    """Classifier matching against ``evaluation.compare_classifier``: the matching accumulator,
+    the methods that make parts for classifier B (its DXAI when that run was exported) and the
+    names of both classifiers."""
+    e = cfg.evaluation
+    if not e.compare_classifier:
+        return None, {}, {}
+    other_cfg, other_classifier = load_comparison(cfg, e.compare_classifier)
+    other_classifier = other_classifier.to(device)
+    exported = (Path(e.compare_classifier) / "model" / "model.json").is_file()
+    other_explainer = Explainer.from_bundle(e.compare_classifier, device) if exported else None
+    methods = build_methods(other_explainer, other_classifier, e.matching_baselines, e.path_steps, e.batch_size,
+                            e.seed)
+    names = {"A": f"{cfg.run.run_name}, {cfg.classifier.arch}",
+             "B": f"{Path(e.compare_classifier).name}, {other_cfg.classifier.arch}"}
+    return ClassifierMatching({"A": classifier, "B": other_classifier}, num_classes), methods, names
+
+
+def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device) -> tuple[dict, dict, dict, dict | None]:
+    """Every method on every batch: the scores per method, the first batch's explanations, the
+    first batch, and the matching table (None without a comparison classifier)."""
+    e = cfg.evaluation
+    classifier, num_classes = explainer.classifier, len(explainer.class_names)
+    methods = build_methods(explainer, classifier, e.baselines, e.path_steps, e.batch_size, e.seed)
+    scores = {name: MethodScores(num_classes, explainer.normalization) for name in methods}
+    matching, comparison_methods, names = _comparison(cfg, classifier, num_classes, device)
+    first: dict[str, Explanation] = {}
+    first_batch: dict = {}
+    for index, batch in enumerate(loader):
+        images, labels = batch["image"].to(device), batch["label"].to(device)
+        for name, method in methods.items():
+            explanation, seconds = _timed(method, images)
+            scores[name].add(classifier, explanation, batch, seconds)
+            if matching is not None:
+                matching.add("A", name, images, explanation.distinct, labels)
+            if index == 0:
+                first[name] = explanation
+        for name, method in comparison_methods.items():
+            matching.add("B", name, images, method(images).distinct, labels)
+        if index == 0:
+            first_batch = batch
+    table = None if matching is None else {"classifiers": names, "beta_auc": matching.table(),
+                                           "matched": matching.matched()}
+    return scores, first, first_batch, table
+
+
+def _section(cfg: Config, explainer: Explainer, scores: dict[str, MethodScores], count: int,
+             synthetic: bool, device) -> dict:
+    reference = next(iter(scores.values())).curve
+    truths = {name: s.truth.result() for name, s in scores.items()} if synthetic else None
+    section = {
+        "num_images": count, "betas": list(BETAS), "classes": list(explainer.class_names),
+        "accuracy": reference.accuracy[0],
+        "beta_auc": {name: s.curve.auc for name, s in scores.items()},
+        "beta_accuracy": {name: s.curve.accuracy for name, s in scores.items()},
+        "class_probabilities": {name: s.curve.class_probabilities.tolist() for name, s in scores.items()},
+        "agnostic_max_prob": {name: s.agnostic_top_sum / count for name, s in scores.items()},
+        "seconds_per_image": {name: s.seconds / count for name, s in scores.items()},
+        "gt_distinct_corr": {name: truth["distinct_corr"] for name, truth in truths.items()} if truths else None,
+        "gt_agnostic_psnr": {name: truth["agnostic_psnr"] for name, truth in truths.items()} if truths else None,
+        "settings": {"classifier": cfg.classifier.arch, "path_steps": cfg.evaluation.path_steps,
+                     "batch_size": cfg.evaluation.batch_size, "device": str(device), "seed": cfg.evaluation.seed},
+    }
+    if "dxai" in scores:
+        others = [name for name in scores if name != "dxai"]
+        section["dxai_lowest_beta_auc"] = all(section["beta_auc"]["dxai"] < section["beta_auc"][name]
+                                              for name in others)
+        if synthetic:
+            corr = section["gt_distinct_corr"]
+            section["dxai_highest_gt_corr"] = all(corr["dxai"] > corr[name] for name in others)
+    return section
+
+
+def _rd_images(val_set, count: int, normalization) -> torch.Tensor:
+    images = torch.stack([val_set[index]["image"] for index in range(min(count, len(val_set)))])
+    return normalization.denormalize(images).clamp(0, 1)
+
+
+def _panel_rows(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of ``count`` images that take the classes in turn: the first image of every
+    class, then the second, and so on."""
+    by_class = [torch.nonzero(labels == label).flatten() for label in labels.unique()]
+    order = [int(indices[rank]) for rank in range(max(len(indices) for indices in by_class))
+             for indices in by_class if rank < len(indices)]
+    return torch.tensor(order[:count])
+
+
+def _plots(section: dict, first: dict[str, Explanation], first_batch: dict, explainer: Explainer,
+           panel_images: int, folder: Path) -> dict[str, Path]:
+    normalization, classes = explainer.normalization, section["classes"]
+    labels = first_batch["label"]
+    rows = _panel_rows(labels, panel_images)
+    panel = {name: explanation[rows] for name, explanation in first.items()}
+    class_parts = first_batch["class_part"][rows] if "class_part" in first_batch else None
+    images = {"beta_accuracy": plots.plot_beta_accuracy(section, folder / plots.BETA_PLOT),
+              "decompositions": plots.decomposition_grid(panel, normalization, classes, folder / plots.GRID,
+                                                          labels[rows], class_parts)}
+    if "dxai" in first:
+        examples = _first_of_each_class(first["dxai"].to("cpu"), labels, len(classes))
+        images["class_probabilities"] = plots.plot_class_probabilities(section, examples, normalization,
+                                                                       folder / plots.PROBABILITY_PLOT)
+    if section["rate_distortion"] is not None:
+        images["rate_distortion"] = plots.plot_rate_distortion(section["rate_distortion"], folder / plots.RD_PLOT)
+    return images
+
+
+def run(cfg: Config, run_dir: Path) -> dict:
+    """Score every method, write the report, log it to wandb; returns the headline numbers."""
+    start = time.perf_counter()
+    e = cfg.evaluation
+    device = _device(cfg)
+    explainer = Explainer.from_bundle(run_dir, device)
+    _, val_set = build_datasets(cfg.data)
+    subset = Subset(val_set, range(min(e.num_images, len(val_set))))
+    loader = DataLoader(subset, batch_size=e.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+    scores, first, first_batch, matching = _score(cfg, explainer, loader, device)
+    section = _section(cfg, explainer, scores, len(subset), "class_part" in first_batch, device)
+    section["matching"] = matching
+    section["rate_distortion"] = None
+    if e.rd_images > 0:
+        settings = RDSettings(steps=e.rd_steps, lr=e.rd_lr, num_samples=e.rd_num_samples,
+                              curve_samples=e.rd_curve_samples, seed=e.seed)
+        section["rate_distortion"] = rd_comparison(explainer, _rd_images(val_set, e.rd_images, explainer.normalization),
+                                                   settings)
+    folder = report_dir(run_dir)
+    images = _plots(section, {name: x.to("cpu") for name, x in first.items()}, first_batch, explainer,
+                    e.panel_images, folder)
+    section["wall_seconds"] = time.perf_counter() - start
+    section["files"] = sorted(path.name for path in images.values()) + ["report.md"]
+    report.write_markdown(section, f"{cfg.run.dataset}/{cfg.run.run_name}", folder / "report.md")
+    update_metrics(run_dir, SECTION, section)
+    if cfg.trainer.logger == "wandb":
+        report.log_to_wandb(make_logger(cfg, run_dir, "evaluate"), section, images)
+    headline = {"beta_auc": section["beta_auc"], "wall_seconds": round(section["wall_seconds"], 1)}
+    if section["gt_distinct_corr"] is not None:
+        headline["gt_distinct_corr"] = section["gt_distinct_corr"]
+    return headline

@@ -1,0 +1,92 @@
+"""The Explainer: a bundle in, every explanation of a batch out, in one pass.
+
+    explainer = Explainer.from_bundle("runs/synthetic/default", device="cuda")
+    explanation = explainer(images)        # images: B x C x H x W in [0, 1], the model's size
+
+One classifier pass (prediction), one generator pass (distinct and agnostic parts, with the
+fixed style of the explained class, so the same image always gives the same parts) and one
+mask-predictor pass (the cartoon explanation), optionally refined by K CartoonX steps.
+Needs only ``nets/``, ``wavelets.py``, ``explain/`` and the bundle: no Lightning checkpoint,
+no training code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dxai.bundle import BundleError, find_bundle, load_weights, read_manifest
+from dxai.data.transforms import Normalization
+from dxai.errors import DXAIError
+from dxai.explain.cartoonx import CartoonX
+from dxai.explain.rde import _resolve_target
+from dxai.explanation import Explanation
+from dxai.nets.classifier import build_classifier
+from dxai.nets.generator import Generator, decompose
+from dxai.nets.mask_predictor import MaskPredictor
+from dxai.wavelets import flatten_mask
+
+class Explainer:
+    """Distinct and agnostic parts and cartoon explanations for batches of images."""
+
+    def __init__(self, classifier: nn.Module, generator: Generator, styles: torch.Tensor, predictor: MaskPredictor,
+                 normalization: Normalization, class_names: list[str], img_size: int, cartoonx: dict,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.classifier = classifier.to(self.device)
+        self.generator = generator.to(self.device)
+        self.styles = styles.to(self.device)
+        self.predictor = predictor.to(self.device)
+        self.normalization, self.class_names, self.img_size = normalization, class_names, img_size
+        self.channels = len(normalization.mean)
+        self.cartoonx = CartoonX(self.classifier, normalization=normalization, **cartoonx)
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
+        bundle = find_bundle(path)
+        manifest = read_manifest(bundle)
+        num_classes, channels, size = len(manifest["class_names"]), manifest["img_channels"], manifest["img_size"]
+        classifier = load_weights(bundle, manifest, "classifier",
+                                  build_classifier(manifest["classifier"]["arch"], num_classes, channels, size))
+        generator = load_weights(bundle, manifest, "generator", Generator(**manifest["generator"]))
+        predictor = load_weights(bundle, manifest, "mask_predictor", MaskPredictor(**manifest["mask_predictor"]))
+        styles = torch.tensor(manifest["styles"], dtype=torch.float32)
+        if styles.shape[0] != num_classes:
+            raise BundleError(f"{bundle / 'model.json'} has {styles.shape[0]} styles for {num_classes} classes; "
+                              "export the run again")
+        normalization = Normalization(tuple(manifest["normalization"]["mean"]), tuple(manifest["normalization"]["std"]))
+        return cls(classifier, generator, styles, predictor, normalization, manifest["class_names"], size,
+                   manifest["cartoonx"], device)
+
+    def _check(self, images: torch.Tensor) -> None:
+        expected = (self.channels, self.img_size, self.img_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise DXAIError(f"the explainer takes B x {' x '.join(map(str, expected))} images in [0, 1], "
+                            f"not {tuple(images.shape)}; resize them first (infer.py does)")
+        if float(images.min()) < 0 or float(images.max()) > 1:
+            raise DXAIError("the explainer takes images in [0, 1]; these are outside it")
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, target: int | torch.Tensor | None = None,
+                 refine_steps: int = 0) -> Explanation:
+        """Explain ``images`` (B x C x H x W in [0, 1]); ``target`` explains that class instead of
+        the predicted one; ``refine_steps`` runs that many CartoonX steps from the predicted mask."""
+        self._check(images)
+        images = images.to(self.device, torch.float32)
+        x = self.normalization.normalize(images)
+        probabilities = self.classifier(x).softmax(1)
+        predicted = probabilities.argmax(1)
+        target = _resolve_target(target, probabilities)
+        branches = decompose(self.generator, self.styles, x, target)
+        masks = self.predictor(images, target)
+        if refine_steps > 0:
+            with torch.enable_grad():
+                result = self.cartoonx.attribute(images, target, init=masks, steps=refine_steps)
+            masks = result.masks
+        representation = self.cartoonx.representation(tuple(images.shape[-2:])).to(self.device)
+        cartoon = self.cartoonx.visualize(images, masks, representation)
+        return Explanation(images=x, target=target, predicted=predicted, probabilities=probabilities,
+                           distinct=branches[:, 0], agnostic=branches[:, 1:].sum(1), branches=branches,
+                           cartoon=cartoon, mask=flatten_mask(masks))

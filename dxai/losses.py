@@ -1,0 +1,80 @@
+"""The DXAI training losses (paper eqs. 6-13 and StarGAN-v2's adversarial loss with R1).
+
+Images and parts are in the model domain ([-1, 1]); logits are B x num_classes. Every
+function returns a scalar averaged over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import autograd
+from torch.nn import functional as F
+
+
+def select_head(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The output of each sample's own class head: B x c -> B."""
+    return logits.gather(1, labels[:, None]).squeeze(1)
+
+
+def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Non-saturating GAN loss (eq. 11) on one head's logits: -log D for real, -log(1 - D) for fake."""
+    target = torch.full_like(logits, 1.0 if real else 0.0)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
+    """0.5 E ||grad_x D(x)||^2 on real images (``real_images`` must require grad)."""
+    (grad,) = autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    return 0.5 * grad.pow(2).flatten(1).sum(1).mean()
+
+
+def kld_loss(disc_logits: torch.Tensor, classifier_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 12: KL(softmax(C(x)) || softmax(D(x))) on real images; trains D to classify like C."""
+    return F.kl_div(F.log_softmax(disc_logits, 1), F.log_softmax(classifier_logits.detach(), 1),
+                    log_target=True, reduction="batchmean")
+
+
+def class_fake_loss(logits_y: torch.Tensor, labels: torch.Tensor, logits_alt: torch.Tensor,
+                    alt_labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 6 for both blended images: CE(C(x_hat^y), y) + CE(C(x_hat^y~), y~)."""
+    return F.cross_entropy(logits_y, labels) + F.cross_entropy(logits_alt, alt_labels)
+
+
+def distance(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: mean absolute plus mean squared difference."""
+    diff = u - v
+    return diff.abs().mean() + diff.pow(2).mean()
+
+
+def reconstruction_loss(x: torch.Tensor, x_hat_y: torch.Tensor, x_hat_alt: torch.Tensor) -> torch.Tensor:
+    """Eq. 8: d(x, x_hat^y) + d(x, x_hat^y~)."""
+    return distance(x, x_hat_y) + distance(x, x_hat_alt)
+
+
+def distinct_mask(psi_distinct: torch.Tensor) -> torch.Tensor:
+    """Eq. 13's indicator, B x 1 x H x W: pixels whose |psi_1| (channel mean) exceeds the image's mean."""
+    magnitude = psi_distinct.detach().abs().mean(1, keepdim=True)
+    return (magnitude > magnitude.mean((2, 3), keepdim=True)).to(psi_distinct.dtype)
+
+
+def dis_rec_loss(x: torch.Tensor, x_hat_y: torch.Tensor, psi_distinct: torch.Tensor) -> torch.Tensor:
+    """Eq. 13: d(x * I, x_hat^y * I) with I = ``distinct_mask(psi_1^y)``."""
+    mask = distinct_mask(psi_distinct)
+    return distance(x * mask, x_hat_y * mask)
+
+
+def orthogonality_loss(features: list[torch.Tensor], num_branches: int) -> torch.Tensor:
+    """Eq. 9: sum over layers of the squared correlations between different branches' features.
+
+    Each feature map is B x (n * C) x H x W with branch k in channels [k C, (k + 1) C). Per
+    sample, every branch's features form one vector; the n x n correlation matrix R of these
+    vectors enters as sum_{i != j} R_ij^2 = ||R - I||^2, averaged over the batch.
+    """
+    total = features[0].new_zeros(())
+    for feature in features:
+        vectors = feature.flatten(1).view(feature.shape[0], num_branches, -1).float()
+        vectors = F.normalize(vectors - vectors.mean(2, keepdim=True), dim=2, eps=1e-8)
+        corr = vectors @ vectors.transpose(1, 2)
+        eye = torch.eye(num_branches, device=corr.device, dtype=corr.dtype)
+        total = total + ((corr - eye) * (1 - eye)).pow(2).sum((1, 2)).mean()
+    return total

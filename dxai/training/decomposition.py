@@ -1,0 +1,414 @@
+"""Decomposition stage: train the DXAI generator, mapping network and discriminator (eq. 5, 14).
+
+One iteration, for a batch of real x of class y: draw y~ != y and alpha ~ U[0, 1]^(n-1) per
+sample, run the generator once on 2B inputs (styles of y and y~), zero the distinct branch of
+the y~ pass, alpha-blend the agnostic branches into x_hat^y and x_hat^y~, update the
+discriminator, then the generator and mapping network, then their EMA copies.
+
+Lightning counts every optimizer step in manual optimisation, so the Trainer's
+``global_step`` is twice the iteration count; ``decomposition.max_steps`` counts iterations.
+The results are ``<run>/checkpoints/decomposition/{generator_ema,mapping_ema,discriminator}
+.safetensors`` (read them back with ``load_decomposition``) and the ``decomposition`` section
+of metrics.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from dxai import losses
+from dxai.config import Config, TrainerConfig
+from dxai.data.datamodule import DXAIDataModule
+from dxai.data.transforms import Normalization
+from dxai.errors import DXAIError
+from dxai.evaluation.decomposition_metrics import (
+    auc_of_curve, beta_correct, ground_truth_distinct_corr, psnr, top_probability)
+from dxai.explanation import heatmap_decomposition
+from dxai.io import atomic_write_bytes, read_metrics, update_metrics
+from dxai.nets.discriminator import Discriminator
+from dxai.nets.generator import Generator, decompose
+from dxai.nets.mapping import MappingNetwork, class_styles
+from dxai.training.classifier import load_classifier
+from dxai.training.common import checkpoint_dir, log_image_panel, make_trainer, parse_devices, resume_path
+
+STAGE = "decomposition"
+OPTIMIZER_STEPS_PER_ITERATION = 2
+WEIGHT_FILES = ("generator_ema", "mapping_ema", "discriminator")
+
+
+class DecompositionError(DXAIError):
+    """Decomposition training that cannot go on, or its results missing."""
+
+
+def build_generator(cfg: Config) -> Generator:
+    d = cfg.decomposition
+    return Generator(cfg.data.img_size, cfg.data.img_channels, d.num_branches, d.base_channels, d.max_channels,
+                     d.num_downsample, d.num_bottleneck, d.style_dim)
+
+
+def build_mapping(cfg: Config, generator: Generator) -> MappingNetwork:
+    d = cfg.decomposition
+    return MappingNetwork(d.latent_dim, d.style_dim, cfg.data.num_classes, d.mapping_hidden,
+                          num_style_blocks=generator.num_style_blocks if d.style_per_block else 1)
+
+
+def build_discriminator(cfg: Config) -> Discriminator:
+    d = cfg.decomposition
+    return Discriminator(cfg.data.img_size, cfg.data.img_channels, cfg.data.num_classes, d.disc_base_channels,
+                         d.disc_max_channels)
+
+
+def alternative_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """A class y~ != y per sample, uniform over the other classes."""
+    return (labels + torch.randint_like(labels, 1, num_classes)) % num_classes
+
+
+def alpha_blend(branches_y: torch.Tensor, branches_alt: torch.Tensor,
+                alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5 with zero distinction (psi_1^y~ = 0); branches B x n x C x H x W, alpha B x (n - 1).
+
+    x_hat^y  = psi_1^y + sum_i a_i psi_i^y  + sum_i (1 - a_i) psi_i^y~
+    x_hat^y~ =   0     + sum_i a_i psi_i^y~ + sum_i (1 - a_i) psi_i^y
+    """
+    a = alpha.view(*alpha.shape, 1, 1, 1).to(branches_y.dtype)
+    agnostic_y, agnostic_alt = branches_y[:, 1:], branches_alt[:, 1:]
+    x_hat_y = branches_y[:, 0] + (a * agnostic_y + (1 - a) * agnostic_alt).sum(1)
+    x_hat_alt = (a * agnostic_alt + (1 - a) * agnostic_y).sum(1)
+    return x_hat_y, x_hat_alt
+
+
+def ema_beta(beta: float, iteration: int) -> float:
+    """``beta``, warmed up as min(beta, (1 + t) / (10 + t)) so that short runs get a useful EMA
+    (after 1000 iterations 0.991; 0.999 from 9000 on)."""
+    return min(beta, (1 + iteration) / (10 + iteration))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    for ema_param, param in zip(ema.parameters(), model.parameters()):
+        ema_param.lerp_(param.detach(), 1 - beta)
+
+
+class DecompositionModule(pl.LightningModule):
+    """Generator, mapping network, discriminator, their EMA copies and the frozen classifier.
+
+    The classifier is a submodule for device placement only: it is frozen, never optimised,
+    and left out of checkpoints (``load_classifier`` supplies it on resume).
+    """
+
+    def __init__(self, cfg: Config, classifier: nn.Module, panel_batch: dict | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        self.num_classes = cfg.data.num_classes
+        self.normalization = Normalization.symmetric(cfg.data.img_channels)
+        self.generator = build_generator(cfg)
+        self.mapping = build_mapping(cfg, self.generator)
+        self.discriminator = build_discriminator(cfg)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        self.mapping_ema = copy.deepcopy(self.mapping).requires_grad_(False)
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.panel_batch = panel_batch
+        self.metrics: dict[str, float] = {}
+
+    # -- optimisation ------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        d = self.cfg.decomposition
+        generator = torch.optim.Adam([{"params": self.generator.parameters(), "lr": d.lr},
+                                      {"params": self.mapping.parameters(), "lr": d.mapping_lr}],
+                                     betas=tuple(d.betas), weight_decay=d.weight_decay)
+        discriminator = torch.optim.Adam(self.discriminator.parameters(), lr=d.disc_lr, betas=tuple(d.betas),
+                                         weight_decay=d.weight_decay)
+        return [generator, discriminator]
+
+    @property
+    def iteration(self) -> int:
+        return self.global_step // OPTIMIZER_STEPS_PER_ITERATION
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+    def _weighted_total(self, terms: dict[str, torch.Tensor], weights: dict[str, float],
+                        phase: str) -> torch.Tensor:
+        """The weighted sum of the loss terms; a non-finite term stops training (on every DDP rank)
+        before the update."""
+        weighted = {name: weights[name] * value for name, value in terms.items()}
+        finite = bool(torch.stack([v.detach().float() for v in weighted.values()]).isfinite().all())
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            bad = [name for name, value in weighted.items() if not torch.isfinite(value.detach())]
+            culprit = (f"the {phase} loss term {bad[0]!r} is {float(terms[bad[0]])} (weight {weights[bad[0]]})"
+                       if bad else f"a {phase} loss term is not finite in another DDP process")
+            last = resume_path(Path(self.trainer.default_root_dir), STAGE) or "none yet"
+            raise DecompositionError(
+                f"decomposition iteration {self.iteration + 1}: {culprit}; training stopped before the update "
+                f"and the last good checkpoint stays ({last}); lower decomposition.lr / disc_lr or the loss "
+                "weights, or check the data and the classifier")
+        return sum(weighted.values())
+
+    def _discriminator_terms(self, x, y, fakes, fake_labels) -> dict[str, torch.Tensor]:
+        d = self.cfg.decomposition
+        real = x.detach().requires_grad_(True)
+        real_logits = self.discriminator(real)
+        real_head = losses.select_head(real_logits, y)
+        with torch.no_grad():
+            classifier_logits = self.classifier(x)
+        fake_head = losses.select_head(self.discriminator(fakes.detach()), fake_labels)
+        terms = {"real": losses.adversarial_loss(real_head, real=True),
+                 "fake": losses.adversarial_loss(fake_head, real=False),
+                 "r1": losses.r1_penalty(real_head, real),
+                 "kld": losses.kld_loss(real_logits, classifier_logits)}
+        weights = {"real": 1.0, "fake": 1.0, "r1": d.lambda_r1, "kld": d.lambda_kld}
+        terms["total"] = self._weighted_total(terms, weights, "discriminator")
+        return terms
+
+    def _generator_terms(self, x, y, y_alt, branches, features, x_hat_y, x_hat_alt) -> dict[str, torch.Tensor]:
+        d = self.cfg.decomposition
+        batch = len(x)
+        fakes = torch.cat([x_hat_y, x_hat_alt])
+        fake_labels = torch.cat([y, y_alt])
+        classifier_logits = self.classifier(fakes)
+        terms = {
+            "adv": losses.adversarial_loss(losses.select_head(self.discriminator(fakes), fake_labels), real=True),
+            "cf": losses.class_fake_loss(classifier_logits[:batch], y, classifier_logits[batch:], y_alt),
+            "rec": losses.reconstruction_loss(x, x_hat_y, x_hat_alt),
+            "dr": losses.dis_rec_loss(x, x_hat_y, branches[:batch, 0]),
+            "orth": losses.orthogonality_loss(features, self.generator.num_branches),
+        }
+        weights = {"adv": d.lambda_adv, "cf": d.lambda_cf, "rec": d.lambda_rec, "dr": d.lambda_dr,
+                   "orth": d.lambda_orth}
+        terms["total"] = self._weighted_total(terms, weights, "generator")
+        return terms
+
+    def training_step(self, batch, batch_idx):
+        d = self.cfg.decomposition
+        opt_g, opt_d = self.optimizers()
+        x, y = batch["image"], batch["label"]
+        batch_size = len(x)
+        y_alt = alternative_labels(y, self.num_classes)
+        alpha = torch.rand(batch_size, self.generator.num_branches - 1, device=x.device)
+        z = torch.randn(2 * batch_size, d.latent_dim, device=x.device)
+        styles = self.mapping(z, torch.cat([y, y_alt]))
+        branches, features = self.generator(torch.cat([x, x]), styles, return_features=True)
+        x_hat_y, x_hat_alt = alpha_blend(branches[:batch_size], branches[batch_size:], alpha)
+
+        self.toggle_optimizer(opt_d)
+        d_terms = self._discriminator_terms(x, y, torch.cat([x_hat_y, x_hat_alt]), torch.cat([y, y_alt]))
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_terms["total"])
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        g_terms = self._generator_terms(x, y, y_alt, branches, features, x_hat_y, x_hat_alt)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_terms["total"])
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        beta = ema_beta(d.ema_beta, self.iteration)
+        update_ema(self.generator_ema, self.generator, beta)
+        update_ema(self.mapping_ema, self.mapping, beta)
+        self.log_dict({f"train_d/{k}": v.detach() for k, v in d_terms.items()}, batch_size=batch_size)
+        self.log_dict({f"train_g/{k}": v.detach() for k, v in g_terms.items()}, batch_size=batch_size)
+        self.log("rec", g_terms["rec"].detach(), prog_bar=True, logger=False, batch_size=batch_size)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.iteration % self.cfg.decomposition.image_every_steps == 0:
+            self.log_panel()
+
+    def on_train_end(self):
+        self.log_panel()
+
+    # -- checkpoints: everything but the frozen classifier -------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("classifier.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"].update({f"classifier.{k}": v for k, v in self.classifier.state_dict().items()})
+
+    # -- watching it train ---------------------------------------------------------------------
+
+    def inference_styles(self) -> torch.Tensor:
+        return class_styles(self.mapping_ema, self.num_classes)
+
+    @torch.no_grad()
+    def log_panel(self) -> None:
+        """x | x_hat | psi_distinct | psi_agnostic | psi_1..psi_n for fixed validation images."""
+        if self.panel_batch is None or not self.trainer.is_global_zero:
+            return
+        x = self.panel_batch["image"].to(self.device)
+        labels = self.panel_batch["label"].to(self.device)
+        branches = decompose(self.generator_ema, self.inference_styles(), x, labels)
+        unit = self.normalization
+        columns = [unit.denormalize(x), unit.denormalize(branches.sum(1)), 0.5 + unit.unscale(branches[:, 0]),
+                   unit.denormalize(branches[:, 1:].sum(1))]
+        columns += [0.5 + unit.unscale(branches[:, k]) for k in range(branches.shape[1])]
+        grid = torch.stack(columns, 1).flatten(0, 1)
+        log_image_panel(self.trainer, "decomposition/panel", grid, nrow=len(columns),
+                        caption=f"iteration {self.iteration}, style of the true class; per row: x | x_hat = sum "
+                                "of branches | psi_distinct | psi_agnostic | psi_1 ... psi_n; signed parts "
+                                "(psi_distinct, branches) shown as 0.5 + psi in [0, 1] units (grey = 0)")
+
+    # -- validation: the metrics of metrics.json -----------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._styles = self.inference_styles()
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().double()
+        self._sums[name] = self._sums[name] + value if name in self._sums else value
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch["image"], batch["label"]
+        unit = self.normalization
+        predicted = self.classifier(x).argmax(1)
+        branches = decompose(self.generator_ema, self._styles, x, predicted)
+        distinct, agnostic = branches[:, 0], branches[:, 1:].sum(1)
+        reconstruction = decompose(self.generator_ema, self._styles, x, y).sum(1)
+        self._add("count", torch.tensor(float(len(x)), device=x.device))
+        self._add("recon_psnr", psnr(unit.denormalize(reconstruction).clamp(0, 1), unit.denormalize(x)).sum())
+        self._add("beta_correct", beta_correct(self.classifier, x, distinct, y))
+        heatmap = torch.rand(len(x), 1, *x.shape[-2:], generator=torch.Generator().manual_seed(batch_idx))
+        random_distinct, _ = heatmap_decomposition(x, heatmap.to(x.device))
+        self._add("random_beta_correct", beta_correct(self.classifier, x, random_distinct, y))
+        self._add("agnostic_max_prob", top_probability(self.classifier, agnostic).sum())
+        if "class_part" in batch:
+            corr = ground_truth_distinct_corr(distinct, batch["class_part"])
+            self._add("gt_distinct_corr", corr.sum())
+            self._add("gt_distinct_count", torch.tensor(float(len(corr)), device=x.device))
+            background = unit.denormalize(batch["background"])
+            self._add("gt_agnostic_psnr", psnr(unit.denormalize(agnostic).clamp(0, 1), background).sum())
+
+    def on_validation_epoch_end(self) -> None:
+        sums = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in self._sums.items()}
+        count = float(sums["count"])
+        accuracy = (sums["beta_correct"] / count).tolist()
+        metrics = {"recon_psnr": float(sums["recon_psnr"]) / count,
+                   "beta_auc": auc_of_curve(accuracy),
+                   "beta_accuracy": [round(a, 4) for a in accuracy],
+                   "random_beta_auc": auc_of_curve((sums["random_beta_correct"] / count).tolist()),
+                   "agnostic_max_prob": float(sums["agnostic_max_prob"]) / count}
+        if "gt_distinct_count" in sums:
+            metrics["gt_distinct_corr"] = float(sums["gt_distinct_corr"]) / max(float(sums["gt_distinct_count"]), 1)
+            metrics["gt_agnostic_psnr"] = float(sums["gt_agnostic_psnr"]) / count
+        self.metrics = metrics
+        self.log_dict({f"val/{k}": v for k, v in metrics.items() if not isinstance(v, list)}, sync_dist=False)
+
+
+def gan_strategy(trainer: TrainerConfig) -> str:
+    """The Trainer strategy with DDP told about unused parameters.
+
+    Each of the two backward passes of an iteration leaves the other network's parameters
+    unused, which plain DDP would wait for forever; ``ddp`` becomes
+    ``ddp_find_unused_parameters_true`` (also when ``auto`` would pick DDP).
+    """
+    strategy = trainer.strategy
+    if strategy.startswith("ddp") and "find_unused_parameters" not in strategy:
+        return f"{strategy}_find_unused_parameters_true"
+    if strategy == "auto" and _process_count(trainer) > 1:
+        return "ddp_find_unused_parameters_true"
+    return strategy
+
+
+def _process_count(trainer: TrainerConfig) -> int:
+    devices = parse_devices(trainer.devices)
+    if isinstance(devices, list):
+        count = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        count = devices
+    else:
+        uses_gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        count = torch.cuda.device_count() if uses_gpu else 1
+    return count * trainer.num_nodes
+
+
+def check_classifier(classifier: nn.Module, cfg: Config, class_names: list[str]) -> None:
+    """The classifier must output one logit per class of the data set."""
+    dummy = torch.zeros(1, cfg.data.img_channels, cfg.data.img_size, cfg.data.img_size)
+    with torch.no_grad():
+        outputs = classifier(dummy).shape[-1]
+    if outputs != cfg.data.num_classes or len(class_names) != cfg.data.num_classes:
+        raise DecompositionError(
+            f"the classifier outputs {outputs} classes, data.num_classes is {cfg.data.num_classes} and the data "
+            f"set has {len(class_names)} ({class_names}); train the classifier on this data set "
+            "(python train.py --stage classifier) or fix data.num_classes")
+
+
+def panel_batch(dataset, count: int) -> dict:
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    return {"image": torch.stack([item["image"] for item in items]),
+            "label": torch.tensor([item["label"] for item in items])}
+
+
+def weight_path(run_dir: Path, name: str) -> Path:
+    return checkpoint_dir(run_dir, STAGE) / f"{name}.safetensors"
+
+
+def save_weights(module: DecompositionModule, run_dir: Path) -> None:
+    networks = {"generator_ema": module.generator_ema, "mapping_ema": module.mapping_ema,
+                "discriminator": module.discriminator}
+    for name, network in networks.items():
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        atomic_write_bytes(weight_path(run_dir, name), save(state))
+
+
+def load_decomposition(cfg: Config, run_dir: Path) -> tuple[Generator, MappingNetwork]:
+    """The trained EMA generator and mapping network, frozen and in eval mode."""
+    missing = [str(weight_path(run_dir, n)) for n in WEIGHT_FILES[:2] if not weight_path(run_dir, n).is_file()]
+    if missing:
+        raise DecompositionError(f"{missing[0]} is missing; run the decomposition stage first "
+                                 "(python train.py --stage decomposition)")
+    generator = build_generator(cfg)
+    mapping = build_mapping(cfg, generator)
+    for network, name in ((generator, "generator_ema"), (mapping, "mapping_ema")):
+        try:
+            network.load_state_dict(load_file(str(weight_path(run_dir, name))))
+        except RuntimeError as error:
+            raise DecompositionError(f"{weight_path(run_dir, name)} does not fit the decomposition settings of "
+                                     f"this configuration: {str(error).splitlines()[0]}") from None
+    return generator.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
+
+
+def is_done(cfg: Config, run_dir: Path) -> bool:
+    weights = all(weight_path(run_dir, name).is_file() for name in WEIGHT_FILES)
+    return weights and "recon_psnr" in read_metrics(run_dir).get(STAGE, {})
+
+
+def run(cfg: Config, run_dir: Path) -> dict:
+    """Train (or resume) the decomposition, save the EMA networks, record the validation metrics."""
+    d = cfg.decomposition
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    data = DXAIDataModule(cfg.data, batch_size=d.batch_size)
+    classifier = load_classifier(cfg, run_dir)
+    check_classifier(classifier, cfg, data.class_names)
+    module = DecompositionModule(cfg, classifier, panel_batch(data.val_set, d.num_panel_images))
+    gan_cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, strategy=gan_strategy(cfg.trainer)))
+    trainer = make_trainer(gan_cfg, run_dir, STAGE, max_steps=OPTIMIZER_STEPS_PER_ITERATION * d.max_steps,
+                           val_every_steps=min(d.val_every_steps, d.max_steps) or None, monitor=None)
+    with warnings.catch_warnings():
+        # Both are intended: the frozen classifier stays in eval mode, and a checkpoint holds the
+        # state after an iteration's updates, which is where a resumed run must continue.
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
+        warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization")
+        trainer.fit(module, datamodule=data, ckpt_path=resume_path(run_dir, STAGE))
+    trainer.validate(module, datamodule=data, verbose=False)
+    results = {**module.metrics, "iterations": module.iteration}
+    if trainer.is_global_zero:
+        save_weights(module, run_dir)
+        update_metrics(run_dir, STAGE, results)
+    return results

@@ -1,0 +1,182 @@
+"""The decomposition stage end to end on tiny settings: results, resume, DDP, clear errors."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dxai.config import load_config
+from dxai.errors import DXAIError
+from dxai.nets.classifier import build_classifier
+from dxai.nets.generator import decompose
+from dxai.nets.mapping import class_styles
+from dxai.pipeline import run_pipeline
+from dxai.training import decomposition
+from dxai.training.classifier import classifier_path
+from dxai.training.common import checkpoint_dir
+from train import main
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_DECOMPOSITION = [
+    "decomposition.num_branches=3", "decomposition.base_channels=4", "decomposition.max_channels=8",
+    "decomposition.num_bottleneck=1", "decomposition.disc_base_channels=4", "decomposition.disc_max_channels=8",
+    "decomposition.mapping_hidden=16", "decomposition.style_dim=8", "decomposition.batch_size=4",
+    "decomposition.num_panel_images=2", "decomposition.val_every_steps=2", "decomposition.image_every_steps=2",
+]
+
+
+@pytest.fixture
+def tiny(tiny_overrides) -> list[str]:
+    """Tiny overrides for both stages, with the tiny classifier already trained."""
+    overrides = tiny_overrides + TINY_DECOMPOSITION
+    run_pipeline(load_config("synthetic", overrides), "classifier")
+    return overrides
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    path = checkpoint_dir(run_dir, "decomposition") / "last.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(tiny):
+    cfg = load_config("synthetic", tiny + ["decomposition.max_steps=4"])
+    run_dir = run_pipeline(cfg, "decomposition")
+    section = json.loads((run_dir / "report" / "metrics.json").read_text())["decomposition"]
+    for key in ("recon_psnr", "beta_auc", "random_beta_auc", "agnostic_max_prob", "gt_distinct_corr",
+                "gt_agnostic_psnr"):
+        assert isinstance(section[key], float), key
+    assert section["iterations"] == 4 and len(section["beta_accuracy"]) == 11
+    assert decomposition.is_done(cfg, run_dir)
+    assert sorted(p.name for p in checkpoint_dir(run_dir, "decomposition").iterdir()) == [
+        "discriminator.safetensors", "generator_ema.safetensors", "last.ckpt", "mapping_ema.safetensors"]
+    checkpoint = torch.load(checkpoint_dir(run_dir, "decomposition") / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 4 * decomposition.OPTIMIZER_STEPS_PER_ITERATION
+    assert not any(k.startswith("classifier.") for k in checkpoint["state_dict"])
+    assert any(k.startswith("generator_ema.") for k in checkpoint["state_dict"])
+    assert list((run_dir / "report" / "panels").glob("decomposition_panel_*.png"))
+
+    generator, mapping = decomposition.load_decomposition(cfg, run_dir)
+    styles = class_styles(mapping, 3)
+    images = torch.randn(2, 3, 16, 16)
+    branches = decompose(generator, styles, images, torch.tensor([0, 2]))
+    assert branches.shape == (2, 3, 3, 16, 16)
+    assert torch.equal(branches, decompose(generator, class_styles(mapping, 3), images, torch.tensor([0, 2])))
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tiny, monkeypatch):
+    """SIGTERM a run once it has checkpointed, then resume: it continues from the checkpoint."""
+    # ModelCheckpoint saves every val_every_steps trainer steps, i.e. here after every iteration.
+    overrides = tiny + ["decomposition.max_steps=1000", "decomposition.val_every_steps=2"]
+    process = subprocess.Popen([sys.executable, "train.py", "--stage", "decomposition", *overrides], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_dir = load_config("synthetic", overrides).run_dir
+    last = checkpoint_dir(run_dir, "decomposition") / "last.ckpt"
+    deadline = time.monotonic() + 60
+    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    interrupted_at = checkpoint_step(run_dir)
+    assert interrupted_at > 0 and interrupted_at % decomposition.OPTIMIZER_STEPS_PER_ITERATION == 0
+    assert not decomposition.is_done(load_config("synthetic", overrides), run_dir)
+
+    calls = []
+    training_step = decomposition.DecompositionModule.training_step
+
+    def counted_training_step(self, batch, batch_idx):
+        calls.append(self.global_step)
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(decomposition.DecompositionModule, "training_step", counted_training_step)
+    done_iterations = interrupted_at // 2
+    final = load_config("synthetic", overrides + [f"decomposition.max_steps={done_iterations + 2}"])
+    run_pipeline(final, "decomposition")
+    assert calls == [interrupted_at, interrupted_at + 2]
+    assert checkpoint_step(run_dir) == 2 * (done_iterations + 2)
+    assert json.loads((run_dir / "report" / "metrics.json").read_text())["decomposition"]["iterations"] == (
+        done_iterations + 2)
+
+
+HASH_DRIVER = """
+import hashlib, os, sys
+sys.path.insert(0, {repo!r})
+from dxai.training import decomposition
+from dxai.training.classifier import classifier_path
+import train
+
+def dump_hash(self):
+    digest = hashlib.sha256()
+    for name, tensor in sorted(self.state_dict().items()):
+        if not name.startswith("classifier."):
+            digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    with open(os.path.join({out!r}, f"rank{{self.global_rank}}.txt"), "w") as handle:
+        handle.write(f"{{self.global_step}} {{digest.hexdigest()}}")
+
+decomposition.DecompositionModule.on_train_end = dump_hash
+sys.exit(train.main())
+"""
+
+
+def test_two_process_ddp_ends_with_identical_weights_and_one_checkpoint_set(tiny, tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(HASH_DRIVER.format(repo=str(REPO), out=str(tmp_path)))
+    overrides = tiny + ["decomposition.max_steps=3", "decomposition.val_every_steps=3"]
+    result = subprocess.run([sys.executable, str(driver), "--stage", "decomposition", "--devices", "2",
+                             "--strategy", "ddp", *overrides], cwd=REPO, capture_output=True, text=True,
+                            timeout=180, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    hashes = [(tmp_path / f"rank{rank}.txt").read_text().split() for rank in (0, 1)]
+    assert hashes[0] == hashes[1] and hashes[0][0] == "6"
+    run_dir = load_config("synthetic", overrides).run_dir
+    assert sorted(p.name for p in checkpoint_dir(run_dir, "decomposition").iterdir()) == [
+        "discriminator.safetensors", "generator_ema.safetensors", "last.ckpt", "mapping_ema.safetensors"]
+    assert json.loads((run_dir / "report" / "metrics.json").read_text())["decomposition"]["iterations"] == 3
+
+
+def test_non_finite_loss_stops_with_the_term_and_keeps_the_last_good_checkpoint(tiny, capsys):
+    run_dir = run_pipeline(load_config("synthetic", tiny + ["decomposition.max_steps=2"]), "decomposition")
+    assert checkpoint_step(run_dir) == 4
+    code = main(["--stage", "decomposition", *tiny, "decomposition.max_steps=4", "decomposition.lambda_dr=nan"])
+    error = capsys.readouterr().err
+    assert code == 2 and "iteration 3" in error and "'dr'" in error and "last.ckpt" in error
+    assert checkpoint_step(run_dir) == 4
+
+
+def with_classifier_of(tiny: list[str], run_name: str) -> list[str]:
+    """Overrides for a new run folder that holds a copy of the tiny run's classifier."""
+    source = classifier_path(load_config("synthetic", tiny).run_dir)
+    overrides = tiny + [f"run.run_name={run_name}"]
+    target = classifier_path(load_config("synthetic", overrides).run_dir)
+    target.parent.mkdir(parents=True)
+    shutil.copy(source, target)
+    return overrides
+
+
+def test_bad_settings_are_clear_errors(tiny, capsys):
+    code = main(["--stage", "decomposition", *with_classifier_of(tiny, "deep"), "decomposition.num_downsample=4"])
+    assert code == 2 and "cannot take 16 px images" in capsys.readouterr().err
+
+    code = main(["--stage", "decomposition", *with_classifier_of(tiny, "two"), "data.num_classes=2"])
+    assert code == 2 and "another class count" in capsys.readouterr().err
+    with pytest.raises(DXAIError, match="outputs 4 classes"):
+        decomposition.check_classifier(build_classifier("simple", 4, 3, 16), load_config("synthetic", tiny),
+                                       ["a", "b", "c"])
+
+
+def test_ddp_is_told_about_the_unused_parameters_of_each_backward():
+    trainer = load_config("synthetic").trainer
+    assert decomposition.gan_strategy(trainer) == "auto"
+    for strategy, expected in [("ddp", "ddp_find_unused_parameters_true"),
+                               ("ddp_spawn", "ddp_spawn_find_unused_parameters_true"),
+                               ("ddp_find_unused_parameters_true", "ddp_find_unused_parameters_true")]:
+        trainer.strategy = strategy
+        assert decomposition.gan_strategy(trainer) == expected
+    trainer.strategy, trainer.devices = "auto", "2"
+    assert decomposition.gan_strategy(trainer) == "ddp_find_unused_parameters_true"

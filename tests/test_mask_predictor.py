@@ -1,0 +1,91 @@
+import pytest
+import torch
+from helpers_cartoonx import shapes_batch, single_thread, trained_classifier  # noqa: F401  (autouse fixture)
+
+from dxai.errors import DXAIError
+from dxai.explain import CartoonX, RDEObjective
+from dxai.nets.mask_predictor import MaskPredictor
+from dxai.wavelets import WaveletTransform, flatten_mask, mask_shapes
+
+
+def randomise_heads(predictor: MaskPredictor, scale: float = 3.0) -> None:
+    """Give the zero-initialised heads large random weights, so outputs cover (0, 1) widely."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for head in [predictor.low_head, *(head for level in predictor.high_heads for head in level)]:
+            head.conv.weight.normal_(0, scale)
+
+
+@pytest.mark.parametrize("img_size,levels", [(16, 1), (16, 2), (16, 4), (32, 3), (32, 5), (64, 2), (64, 4),
+                                             (256, 5)])
+def test_masks_have_the_cartoonx_shapes_and_lie_in_unit_range(img_size, levels):
+    predictor = MaskPredictor(img_size, 3, 4, levels, base_channels=4, max_channels=8)
+    randomise_heads(predictor)
+    masks = predictor(torch.rand(2, 3, img_size, img_size), torch.tensor([0, 3]))
+    assert [tuple(band.shape) for band in masks] == [(2, *shape) for shape in mask_shapes(img_size, levels)]
+    flat = flatten_mask(masks).detach()
+    assert 0 <= float(flat.min()) and float(flat.max()) <= 1
+    assert float(flat.std()) > 0.1
+
+
+def test_other_image_sizes_get_masks_of_their_own_size():
+    predictor = MaskPredictor(32, 1, 2, 3, base_channels=4)
+    masks = predictor(torch.rand(1, 1, 64, 48), torch.tensor([1]))
+    assert [tuple(band.shape[1:]) for band in masks] == mask_shapes((64, 48), 3)
+
+
+def test_a_fresh_predictor_keeps_nearly_everything():
+    predictor = MaskPredictor(32, 3, 3, 3, base_channels=8, initial_keep=0.95)
+    flat = flatten_mask(predictor(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])))
+    assert torch.allclose(flat, torch.full_like(flat, 0.95), atol=1e-5)
+
+
+def test_each_class_has_its_own_mask():
+    predictor = MaskPredictor(32, 3, 3, 3, base_channels=4)
+    randomise_heads(predictor)
+    images = torch.rand(1, 3, 32, 32).expand(3, -1, -1, -1)
+    flat = flatten_mask(predictor(images, torch.tensor([0, 1, 2])))
+    assert not torch.allclose(flat[0], flat[1]) and not torch.allclose(flat[1], flat[2])
+
+
+def test_a_few_training_steps_lower_the_rde_objective_on_a_fixed_batch():
+    torch.manual_seed(0)
+    images = shapes_batch(8, seed=3)["image"]
+    objective = RDEObjective(trained_classifier(), images, WaveletTransform(3), num_samples=4)
+    predictor = MaskPredictor(32, 3, 3, 3, base_channels=8)
+    optimizer = torch.optim.Adam(predictor.parameters(), lr=1e-2)
+
+    def loss() -> torch.Tensor:
+        return objective.loss(predictor(images, objective.target), torch.Generator().manual_seed(0)).loss.mean()
+
+    before = float(loss().detach())
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    assert float(loss().detach()) < before - 0.5
+
+
+def test_cartoonx_started_from_the_predictor_starts_at_its_mask():
+    images = shapes_batch(3, seed=4)["image"]
+    classifier = trained_classifier()
+    predictor = MaskPredictor(32, 3, 3, 3, base_channels=4)
+    randomise_heads(predictor, scale=0.5)
+    cartoonx = CartoonX(classifier, levels=3, num_samples=4, mask_predictor=predictor)
+    predicted = cartoonx.predicted_mask(images)
+
+    unchanged = cartoonx.attribute(images, init="predictor", steps=0)
+    assert all(torch.equal(a, b) for a, b in zip(unchanged.masks, predicted, strict=True))
+
+    one_step = cartoonx.attribute(images, init="predictor", steps=1, seed=7)
+    objective = RDEObjective(classifier, images, WaveletTransform(3), num_samples=4)
+    generators = [torch.Generator().manual_seed(7 + index) for index in range(3)]
+    expected = objective.loss(predicted, generators).loss
+    assert torch.allclose(one_step.history.loss[0], expected, atol=1e-6)
+    assert not all(torch.equal(a, b) for a, b in zip(one_step.masks, predicted, strict=True))
+
+
+def test_init_predictor_without_a_predictor_is_a_clear_error():
+    cartoonx = CartoonX(trained_classifier(), levels=3)
+    with pytest.raises(DXAIError, match="mask_predictor"):
+        cartoonx.attribute(shapes_batch(1, seed=5)["image"], init="predictor", steps=1)

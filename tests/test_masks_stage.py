@@ -1,0 +1,54 @@
+import json
+
+import pytest
+import torch
+
+from dxai.config import load_config
+from dxai.pipeline import STAGES, run_pipeline
+from dxai.training.masks import (MaskPredictorError, build_mask_predictor, is_done, load_mask_predictor,
+                                 predictor_path, save_predictor)
+from dxai.wavelets import mask_shapes
+
+TINY_MASKS = ["masks.max_steps=3", "masks.batch_size=8", "masks.num_samples=2", "masks.base_channels=8",
+              "masks.image_every_steps=2", "masks.num_panel_images=2", "masks.eval_images=4",
+              "masks.eval_steps=6", "masks.eval_predictor_steps=4", "masks.eval_num_samples=2",
+              "masks.eval_loss_samples=2", "masks.eval_every=2", "masks.eval_predictor_every=2"]
+
+
+def test_masks_stage_comes_after_the_classifier_and_the_decomposition():
+    names = list(STAGES)
+    assert names.index("classifier") < names.index("masks")
+    if "decomposition" in names:
+        assert names.index("decomposition") < names.index("masks")
+
+
+def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_overrides):
+    cfg = load_config("synthetic", tiny_overrides + TINY_MASKS)
+    run_pipeline(cfg, "classifier")
+    run_dir = run_pipeline(cfg, "masks")
+
+    assert predictor_path(run_dir).is_file() and is_done(cfg, run_dir)
+    masks = json.loads((run_dir / "report" / "metrics.json").read_text())["masks"]
+    assert masks["train_steps"] == 3
+    assert masks["settings"]["images"] == 4 and masks["settings"]["num_samples"] == 2
+    assert masks["ones_curve"]["steps"] == [0, 2, 4, 6]
+    assert masks["predictor_curve"]["steps"] == [0, 2, 4]
+    assert masks["one_pass_loss_ratio"] == pytest.approx(masks["one_pass_loss"] / masks["ones_final_loss"])
+    assert masks["one_pass_ms_per_image"] > 0 and masks["cartoonx_s_per_image"] > 0
+    assert (run_dir / "report" / "masks_loss_curves.png").is_file()
+    assert list((run_dir / "report" / "panels").glob("masks_evaluation_*.png"))
+
+    predictor = load_mask_predictor(cfg, run_dir)
+    out = predictor(torch.rand(2, 3, 16, 16), torch.tensor([0, 1]))
+    assert [tuple(band.shape[1:]) for band in out] == mask_shapes(16, cfg.cartoonx.levels)
+
+
+def test_loading_a_predictor_of_other_settings_is_a_clear_error(tiny_overrides):
+    cfg = load_config("synthetic", tiny_overrides + TINY_MASKS)
+    with pytest.raises(MaskPredictorError, match="run the masks stage first"):
+        load_mask_predictor(cfg, cfg.run_dir)
+    save_predictor(build_mask_predictor(cfg), cfg.run_dir)
+    assert load_mask_predictor(cfg, cfg.run_dir).training is False
+    wider = load_config("synthetic", tiny_overrides + TINY_MASKS + ["masks.base_channels=16"])
+    with pytest.raises(MaskPredictorError, match="does not fit"):
+        load_mask_predictor(wider, wider.run_dir)
