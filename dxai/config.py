@@ -150,6 +150,7 @@ class TrainerConfig:
     logger: str = "csv"                  # csv | wandb
     seed: int = 0
     progress_bar: bool = True
+    cpu_threads: int | None = None       # torch threads per process (None: torch's default)
 
 
 @dataclass

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from pathlib import Path
 
+import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from dxai.config import Config, read_config, save_config
 from dxai.errors import DXAIError
+from dxai.io import update_metrics
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ def run_pipeline(cfg: Config, stage: str = "all") -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     check_same_shape(cfg, run_dir)
     save_config(cfg, run_dir / "config.yaml")
+    if cfg.trainer.cpu_threads:
+        torch.set_num_threads(cfg.trainer.cpu_threads)
     names = list(STAGES) if stage == "all" else [stage]
     for name in names:
         module = stage_module(name)
@@ -76,6 +81,10 @@ def run_pipeline(cfg: Config, stage: str = "all") -> Path:
             log.info("stage %s: already done in %s, skipped", name, run_dir)
             continue
         log.info("stage %s: starting", name)
+        started = time.perf_counter()
         results = module.run(cfg, run_dir)
-        log.info("stage %s: %s", name, results)
+        seconds = round(time.perf_counter() - started, 1)
+        if rank_zero_only.rank == 0:
+            update_metrics(run_dir, "seconds", {name: seconds})
+        log.info("stage %s (%.0f s): %s", name, seconds, results)
     return run_dir

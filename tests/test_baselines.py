@@ -163,11 +163,13 @@ def test_random_methods_are_seeded(name):
     assert np.array_equal(np.random.get_state()[1], numpy_state)
 
 
-def test_chunking_does_not_change_the_result():
-    classifier = random_classifier("resnet18")
+@pytest.mark.parametrize(("name", "arch", "options"), [("integrated_gradients", "resnet18", {"n_steps": 4}),
+                                                      ("lrp", "simple", {}), ("lrp", "resnet18", {})])
+def test_chunking_does_not_change_the_result(name, arch, options):
+    classifier = random_classifier(arch)
     images = random_images(5)
-    whole = make_baseline("integrated_gradients", classifier, n_steps=4, batch_size=8).attribute(images)
-    chunks = make_baseline("integrated_gradients", classifier, n_steps=4, batch_size=2).attribute(images)
+    whole = make_baseline(name, classifier, batch_size=8, **options).attribute(images)
+    chunks = make_baseline(name, classifier, batch_size=2, **options).attribute(images)
     assert torch.allclose(whole.heatmap, chunks.heatmap, rtol=1e-4, atol=1e-7)
 
 

@@ -330,16 +330,17 @@ class LRPBaseline(HeatmapBaseline):
             if isinstance(module, (BasicBlock, Bottleneck)):
                 parent, _, child = name.rpartition(".")
                 setattr(model.get_submodule(parent), child, _ResidualForLRP(module))
-        supported = (*SUPPORTED_LAYERS_WITH_RULES, *SUPPORTED_NON_LINEAR_LAYERS)
+        supported = (*SUPPORTED_LAYERS_WITH_RULES, *SUPPORTED_NON_LINEAR_LAYERS, nn.Flatten)
         for name, module in model.named_modules():
-            if isinstance(module, nn.Flatten):
-                module.rule = EpsilonRule()
-            elif not any(module.children()) and type(module) not in supported:
+            if not any(module.children()) and type(module) not in supported:
                 raise DXAIError(f"captum's LRP has no rule for the classifier's module {name!r} "
                                 f"({type(module).__name__}); choose another baseline")
         return model
 
     def _heatmap(self, model, images, target):
+        for module in model.modules():  # captum deletes every rule after each call
+            if isinstance(module, nn.Flatten):
+                module.rule = EpsilonRule()
         return _abs_channel_sum(captum_attr.LRP(model).attribute(images, target=target))
 
 
