@@ -50,7 +50,7 @@ def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(ti
     run_dir = run_pipeline(cfg, "decomposition")
     section = json.loads((run_dir / "report" / "metrics.json").read_text())["decomposition"]
     for key in ("recon_psnr", "beta_auc", "random_beta_auc", "agnostic_max_prob", "gt_distinct_corr",
-                "gt_agnostic_psnr"):
+                "gt_agnostic_psnr", "gt_background_max_prob"):
         assert isinstance(section[key], float), key
     assert section["iterations"] == 4 and len(section["beta_accuracy"]) == 11
     assert decomposition.is_done(cfg, run_dir)

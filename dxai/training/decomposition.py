@@ -293,6 +293,7 @@ class DecompositionModule(pl.LightningModule):
             self._add("gt_distinct_count", torch.tensor(float(len(corr)), device=x.device))
             background = unit.denormalize(batch["background"])
             self._add("gt_agnostic_psnr", psnr(unit.denormalize(agnostic).clamp(0, 1), background).sum())
+            self._add("gt_background_max_prob", top_probability(self.classifier, batch["background"]).sum())
 
     def on_validation_epoch_end(self) -> None:
         sums = {k: self.trainer.strategy.reduce(v, reduce_op="sum") for k, v in self._sums.items()}
@@ -306,6 +307,7 @@ class DecompositionModule(pl.LightningModule):
         if "gt_distinct_count" in sums:
             metrics["gt_distinct_corr"] = float(sums["gt_distinct_corr"]) / max(float(sums["gt_distinct_count"]), 1)
             metrics["gt_agnostic_psnr"] = float(sums["gt_agnostic_psnr"]) / count
+            metrics["gt_background_max_prob"] = float(sums["gt_background_max_prob"]) / count
         self.metrics = metrics
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if not isinstance(v, list)}, sync_dist=False)
 
