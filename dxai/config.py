@@ -100,6 +100,7 @@ class MasksConfig:
     max_channels: int = 128
     initial_keep: float = 0.95           # every mask entry of a fresh predictor (risk-averse start)
     max_steps: int = 600
+    lam_warmup: float = 0.6              # fraction of max_steps over which lam ramps up from 0 (continuation)
     batch_size: int | None = 32          # None: data.batch_size
     lr: float = 1e-3
     num_samples: int = 4                 # L per training image, fresh noise every step

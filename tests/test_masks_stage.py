@@ -6,7 +6,7 @@ import torch
 from dxai.config import load_config
 from dxai.pipeline import STAGES, run_pipeline
 from dxai.training.masks import (MaskPredictorError, build_mask_predictor, is_done, load_mask_predictor,
-                                 predictor_path, save_predictor)
+                                 predictor_path, ramped_lam, save_predictor)
 from dxai.wavelets import mask_shapes
 
 TINY_MASKS = ["masks.max_steps=3", "masks.batch_size=8", "masks.num_samples=2", "masks.base_channels=8",
@@ -52,3 +52,8 @@ def test_loading_a_predictor_of_other_settings_is_a_clear_error(tiny_overrides):
     wider = load_config("synthetic", tiny_overrides + TINY_MASKS + ["masks.base_channels=16"])
     with pytest.raises(MaskPredictorError, match="does not fit"):
         load_mask_predictor(wider, wider.run_dir)
+
+
+def test_lam_ramps_up_from_zero_then_stays():
+    assert [ramped_lam(step, 10, 20.0) for step in (0, 5, 10, 50)] == [0.0, 10.0, 20.0, 20.0]
+    assert ramped_lam(0, 0, 20.0) == 20.0

@@ -4,8 +4,17 @@ Amortized optimisation: the predictor's mask for each training image is scored w
 objective of CartoonX itself (``RDEObjective``: obfuscations with adaptive noise drawn fresh
 every step, distortion of the frozen classifier's probability of the predicted class,
 ``lam`` times the normalised l1 norm), averaged over the batch. No precomputed masks are
-needed; with ``masks.distill`` the predictor also fits CartoonX masks optimised once on a
-cached training subset.
+needed.
+
+``lam`` ramps linearly from 0 to ``cartoonx.lam`` over the first ``masks.lam_warmup`` of the
+steps, then stays there: the objective is non-convex, and a mask whose fine-scale
+coefficients are all dropped is a local minimum (each alone lowers the distortion by less
+than its l1 cost; kept together, with the low-pass, they carry the decision). At full
+``lam`` from the start, the shared weights of the predictor drop every entry at once, faster
+than its features learn which to keep, and it collapses onto such masks. The ramp is a
+continuation: the masks thin out slowly, while the distortion still tells the predictor what
+matters, as CartoonX's own slow descent from the all-ones mask does. With ``masks.distill``
+the predictor also fits CartoonX masks optimised once on a cached training subset.
 
 The results are ``<run>/checkpoints/masks/mask_predictor.safetensors`` (read it back with
 ``load_mask_predictor``), the ``masks`` section of metrics.json and the loss-curve plot of
@@ -39,6 +48,11 @@ STAGE = "masks"
 
 class MaskPredictorError(DXAIError):
     """Mask predictor weights missing or not fitting the configuration."""
+
+
+def ramped_lam(step: int, warmup_steps: float, lam: float) -> float:
+    """The l1 weight of a training step: 0 at step 0, linear up to ``lam`` at ``warmup_steps``."""
+    return lam * min(1.0, step / warmup_steps) if warmup_steps > 0 else lam
 
 
 def build_mask_predictor(cfg: Config) -> MaskPredictor:
@@ -109,11 +123,10 @@ class MaskModule(pl.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.predictor.parameters(), lr=self.cfg.masks.lr)
 
-    def rde_terms(self, images: torch.Tensor):
+    def rde_terms(self, images: torch.Tensor, lam: float):
         """Per-image RDE loss terms of the predicted masks of [0, 1] images, with fresh noise."""
-        c = self.cfg.cartoonx
-        objective = RDEObjective(self.classifier, images, self.representation, None, c.lam,
-                                 self.cfg.masks.num_samples, c.distortion)
+        objective = RDEObjective(self.classifier, images, self.representation, None, lam,
+                                 self.cfg.masks.num_samples, self.cfg.cartoonx.distortion)
         return objective.loss(self.predictor(images, objective.target))
 
     def distill_loss(self, batch_size: int) -> torch.Tensor:
@@ -124,10 +137,12 @@ class MaskModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images = self.normalization.denormalize(batch["image"]).clamp(0, 1)
-        terms = self.rde_terms(images)
+        m = self.cfg.masks
+        lam = ramped_lam(self.global_step, m.lam_warmup * m.max_steps, self.cfg.cartoonx.lam)
+        terms = self.rde_terms(images, lam)
         loss = terms.loss.mean()
         logs = {"train/loss": loss.detach(), "train/distortion": terms.distortion.mean().detach(),
-                "train/l1": terms.l1.mean().detach()}
+                "train/l1": terms.l1.mean().detach(), "train/lam": lam}
         if self.distilling:
             distill = self.distill_loss(len(images))
             loss = loss + self.cfg.masks.distill_weight * distill
