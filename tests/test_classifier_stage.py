@@ -24,6 +24,15 @@ def test_classifier_stage_end_to_end_writes_checkpoint_and_metrics(tiny_override
     assert not any(p.requires_grad for p in model.parameters())
 
 
+def test_same_seed_same_classifier_other_seed_another(tiny_overrides):
+    def trained(name: str, seed: int) -> torch.Tensor:
+        cfg = load_config("synthetic", tiny_overrides + [f"run.run_name={name}", f"trainer.seed={seed}"])
+        return load_classifier(cfg, run_pipeline(cfg, "classifier")).head[-1].weight
+
+    assert torch.equal(trained("first", 0), trained("again", 0))
+    assert not torch.equal(trained("first", 0), trained("other", 1))
+
+
 def test_user_weights_are_adopted_and_mismatches_are_clear(tiny_overrides, tmp_path):
     mine = build_classifier("simple", 3, 3, 16)
     weights = tmp_path / "mine.safetensors"

@@ -116,6 +116,7 @@ def is_done(cfg: Config, run_dir: Path) -> bool:
 
 def run(cfg: Config, run_dir: Path) -> dict:
     """Train the classifier (or adopt ``classifier.weights``), save it, record val accuracy."""
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     data = DXAIDataModule(cfg.data)
     model = build_configured_classifier(cfg)
     max_steps = cfg.classifier.max_steps
