@@ -14,6 +14,7 @@ from dxai.explanation import Explanation
 
 TILE = 160
 LABEL_HEIGHT = 18
+GRID_MIN_TILE = 96
 
 
 def stretch(part: torch.Tensor) -> torch.Tensor:
@@ -55,6 +56,28 @@ def panel(tiles: list[tuple[str, torch.Tensor]], caption: str, tile: int = TILE)
         picture = to_pil(image).resize((tile, tile), Image.Resampling.NEAREST)
         canvas.paste(picture, (column * tile, 2 * LABEL_HEIGHT))
         draw.text((column * tile + 4, LABEL_HEIGHT + 2), title, fill="black", font=font)
+    return canvas
+
+
+def titled_grid(images: torch.Tensor, columns: list[str]) -> Image.Image:
+    """(rows x columns) [0, 1] images as a grid under a row of column titles.
+
+    Tiles smaller than ``GRID_MIN_TILE`` pixels are enlarged by an integer factor (nearest
+    neighbour, so pixels stay pixels): a 32 px training panel is readable at a glance.
+    """
+    height, width = images.shape[-2:]
+    scale = max(1, -(-GRID_MIN_TILE // max(height, width)))
+    tile_w, tile_h, gap = width * scale, height * scale, 2
+    rows = -(-len(images) // len(columns))
+    canvas = Image.new("RGB", (len(columns) * (tile_w + gap), LABEL_HEIGHT + rows * (tile_h + gap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    for column, title in enumerate(columns):
+        draw.text((column * (tile_w + gap) + 2, 3), title, fill="black", font=font)
+    for index, image in enumerate(images):
+        row, column = divmod(index, len(columns))
+        picture = to_pil(image).resize((tile_w, tile_h), Image.Resampling.NEAREST)
+        canvas.paste(picture, (column * (tile_w + gap), LABEL_HEIGHT + row * (tile_h + gap)))
     return canvas
 
 

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from dxai.config import load_config
 from dxai.errors import DXAIError
 from dxai.nets.classifier import build_classifier
 from dxai.nets.generator import decompose
 from dxai.nets.mapping import class_styles
+from dxai.panels import GRID_MIN_TILE
 from dxai.pipeline import run_pipeline
 from dxai.training import decomposition
 from dxai.training.classifier import classifier_path
@@ -60,7 +62,9 @@ def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(ti
     assert checkpoint["global_step"] == 4 * decomposition.OPTIMIZER_STEPS_PER_ITERATION
     assert not any(k.startswith("classifier.") for k in checkpoint["state_dict"])
     assert any(k.startswith("generator_ema.") for k in checkpoint["state_dict"])
-    assert list((run_dir / "report" / "panels").glob("decomposition_panel_*.png"))
+    panel = Image.open(sorted((run_dir / "report" / "panels").glob("decomposition_panel_*.png"))[-1])
+    columns = 4 + cfg.decomposition.num_branches  # x | x_hat | distinct | agnostic | each branch
+    assert panel.size[0] >= columns * GRID_MIN_TILE
 
     generator, mapping = decomposition.load_decomposition(cfg, run_dir)
     styles = class_styles(mapping, 3)

@@ -15,10 +15,10 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
-from torchvision.utils import make_grid, save_image
 
 from dxai.config import Config
 from dxai.errors import DXAIError
+from dxai.panels import titled_grid
 
 log = logging.getLogger(__name__)
 LOGGERS = ("csv", "wandb")
@@ -83,14 +83,15 @@ def make_trainer(cfg: Config, run_dir: Path, stage: str, max_steps: int, val_eve
     )
 
 
-def log_image_panel(trainer: pl.Trainer, key: str, images: torch.Tensor, nrow: int, caption: str = "") -> Path:
-    """Log a grid of [0, 1] images to wandb, and always save it as PNG in ``report/panels/``."""
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
+def log_image_panel(trainer: pl.Trainer, key: str, images: torch.Tensor, columns: list[str],
+                    caption: str = "") -> Path:
+    """Log a titled grid of [0, 1] images (one column per title) to wandb, and save it as PNG in ``report/panels/``."""
+    grid = titled_grid(images, columns)
     run_dir = Path(trainer.default_root_dir)
     path = run_dir / "report" / "panels" / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.png"
     if trainer.is_global_zero:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path)
+        grid.save(path)
         if isinstance(trainer.logger, WandbLogger):
             trainer.logger.log_image(key=key, images=[grid], caption=[caption] if caption else None,
                                      step=trainer.global_step)

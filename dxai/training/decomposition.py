@@ -258,10 +258,10 @@ class DecompositionModule(pl.LightningModule):
                    unit.denormalize(branches[:, 1:].sum(1))]
         columns += [0.5 + unit.unscale(branches[:, k]) for k in range(branches.shape[1])]
         grid = torch.stack(columns, 1).flatten(0, 1)
-        log_image_panel(self.trainer, "decomposition/panel", grid, nrow=len(columns),
-                        caption=f"iteration {self.iteration}, style of the true class; per row: x | x_hat = sum "
-                                "of branches | psi_distinct | psi_agnostic | psi_1 ... psi_n; signed parts "
-                                "(psi_distinct, branches) shown as 0.5 + psi in [0, 1] units (grey = 0)")
+        titles = ["x", "x_hat", "distinct", "agnostic"] + [f"psi_{k + 1}" for k in range(branches.shape[1])]
+        log_image_panel(self.trainer, "decomposition/panel", grid, titles,
+                        caption=f"iteration {self.iteration}, style of the true class; x_hat = sum of branches; "
+                                "signed parts (distinct, branches) shown as 0.5 + psi in [0, 1] units (grey = 0)")
 
     # -- validation: the metrics of metrics.json -----------------------------------------------
 

@@ -181,9 +181,9 @@ class MaskModule(pl.LightningModule):
             cartoon = self.cartoonx.visualize(images, self.predictor(images, target), self.representation)
             columns.append(torch.stack([images, cartoon.expand_as(images)], 1))
         self.predictor.train(was_training)
-        log_image_panel(self.trainer, "masks/panel", torch.cat(columns).flatten(0, 1), nrow=2,
-                        caption=f"step {self.global_step}; per row: image | one-pass cartoon of the predictor "
-                                "(validation images, then the distillation subset when distilling)")
+        log_image_panel(self.trainer, "masks/panel", torch.cat(columns).flatten(0, 1), ["image", "cartoon"],
+                        caption=f"step {self.global_step}; one-pass cartoon of the predictor for validation "
+                                "images, then the distillation subset when distilling")
 
 
 def panel_images(dataset, count: int, normalization: Normalization) -> torch.Tensor:
@@ -244,9 +244,10 @@ def run(cfg: Config, run_dir: Path) -> dict:
     cartoonx = build_cartoonx(cfg, classifier.to(device), m.eval_num_samples, predictor.to(device))
     results = evaluate_mask_predictor(cartoonx, images, curve_settings(cfg), run_dir / "report")
     panel = results.pop("panel")
-    log_image_panel(trainer, "masks/evaluation", panel[:m.num_panel_images].flatten(0, 1), nrow=panel.shape[1],
-                    caption="per row: image | predictor's one-pass cartoon | CartoonX from all-ones "
-                            f"({m.eval_steps} steps) | CartoonX from the predictor ({m.eval_predictor_steps} steps)")
+    log_image_panel(trainer, "masks/evaluation", panel[:m.num_panel_images].flatten(0, 1),
+                    ["image", "one pass", f"ones, {m.eval_steps}", f"pred., {m.eval_predictor_steps}"],
+                    caption="the predictor's one-pass cartoon, CartoonX from all-ones and CartoonX started "
+                            "from the predictor's mask (optimisation steps after the comma)")
     results["train_steps"] = trainer.global_step
     results["distill"] = m.distill
     update_metrics(run_dir, STAGE, results)
