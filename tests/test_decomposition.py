@@ -62,7 +62,7 @@ def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(ti
     assert checkpoint["global_step"] == 4 * decomposition.OPTIMIZER_STEPS_PER_ITERATION
     assert not any(k.startswith("classifier.") for k in checkpoint["state_dict"])
     assert any(k.startswith("generator_ema.") for k in checkpoint["state_dict"])
-    panel = Image.open(sorted((run_dir / "report" / "panels").glob("decomposition_panel_*.png"))[-1])
+    panel = Image.open(run_dir / "report" / "panels" / "decomposition_panel_iteration000004.png")
     columns = 4 + cfg.decomposition.num_branches  # x | x_hat | distinct | agnostic | each branch
     assert panel.size[0] >= columns * GRID_MIN_TILE
 

@@ -84,11 +84,13 @@ def make_trainer(cfg: Config, run_dir: Path, stage: str, max_steps: int, val_eve
 
 
 def log_image_panel(trainer: pl.Trainer, key: str, images: torch.Tensor, columns: list[str],
-                    caption: str = "") -> Path:
-    """Log a titled grid of [0, 1] images (one column per title) to wandb, and save it as PNG in ``report/panels/``."""
+                    step_name: str = "step", step: int | None = None, caption: str = "") -> Path:
+    """Log a titled grid of [0, 1] images (one column per title) to wandb, and save it as PNG in
+    ``report/panels/`` named by ``step`` (default: the trainer's global step) after ``step_name``."""
     grid = titled_grid(images, columns)
     run_dir = Path(trainer.default_root_dir)
-    path = run_dir / "report" / "panels" / f"{key.replace('/', '_')}_step{trainer.global_step:06d}.png"
+    step = trainer.global_step if step is None else step
+    path = run_dir / "report" / "panels" / f"{key.replace('/', '_')}_{step_name}{step:06d}.png"
     if trainer.is_global_zero:
         path.parent.mkdir(parents=True, exist_ok=True)
         grid.save(path)

@@ -259,9 +259,9 @@ class DecompositionModule(pl.LightningModule):
         columns += [0.5 + unit.unscale(branches[:, k]) for k in range(branches.shape[1])]
         grid = torch.stack(columns, 1).flatten(0, 1)
         titles = ["x", "x_hat", "distinct", "agnostic"] + [f"psi_{k + 1}" for k in range(branches.shape[1])]
-        log_image_panel(self.trainer, "decomposition/panel", grid, titles,
-                        caption=f"iteration {self.iteration}, style of the true class; x_hat = sum of branches; "
-                                "signed parts (distinct, branches) shown as 0.5 + psi in [0, 1] units (grey = 0)")
+        log_image_panel(self.trainer, "decomposition/panel", grid, titles, "iteration", self.iteration,
+                        f"iteration {self.iteration}, style of the true class; x_hat = sum of branches; "
+                        "signed parts (distinct, branches) shown as 0.5 + psi in [0, 1] units (grey = 0)")
 
     # -- validation: the metrics of metrics.json -----------------------------------------------
 
