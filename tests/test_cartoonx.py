@@ -2,7 +2,6 @@ import json
 
 import pytest
 import torch
-from helpers_cartoonx import shapes_batch, single_thread, trained_classifier  # noqa: F401  (autouse fixture)
 
 from dxai.bench.__main__ import main as bench_main
 from dxai.data.transforms import Normalization
@@ -11,12 +10,14 @@ from dxai.explain import CartoonX, NormalizedClassifier, PixelRDE, PixelRepresen
 from dxai.nets.classifier import build_classifier
 from dxai.wavelets import WaveletTransform, mask_size, ones_mask
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 
 @pytest.fixture(scope="module")
-def explained():
+def explained(shapes_batch, trained_classifier):
     """Six correctly classified shapes, explained by CartoonX run to convergence (lr * steps = 3)."""
     data = shapes_batch(6, seed=2)
-    classifier = trained_classifier()
+    classifier = trained_classifier
     assert torch.equal(classifier(data["image"]).argmax(1), data["label"])
     return data, CartoonX(classifier, num_samples=16, lr=0.1).attribute(data["image"], steps=30)
 
@@ -40,16 +41,16 @@ def test_cartoonx_concentrates_on_the_class_part(explained):
     assert float(result.history.mean_distortion[-1]) < 0.05
 
 
-def test_full_mask_visualises_the_greyscale_image():
+def test_full_mask_visualises_the_greyscale_image(trained_classifier):
     images = torch.rand(2, 3, 32, 32)
-    explainer = CartoonX(trained_classifier())
+    explainer = CartoonX(trained_classifier)
     transform = explainer.representation((32, 32))
     cartoon = explainer.visualize(images, ones_mask(transform.mask_shapes(32), 2), transform)
     torch.testing.assert_close(cartoon, images.mean(1, keepdim=True), atol=1e-5, rtol=0)
 
 
-def test_pixel_rde_explanation_is_its_mask():
-    result = PixelRDE(trained_classifier(), num_samples=4, lr=0.05).attribute(torch.rand(2, 3, 32, 32), steps=3)
+def test_pixel_rde_explanation_is_its_mask(trained_classifier):
+    result = PixelRDE(trained_classifier, num_samples=4, lr=0.05).attribute(torch.rand(2, 3, 32, 32), steps=3)
     assert result.masks[0].shape == (2, 1, 32, 32)
     assert torch.equal(result.explanations, result.masks[0])
     assert result.flat_masks.shape == (2, 32 * 32)
@@ -74,21 +75,21 @@ def test_normalized_classifier_applies_the_models_normalisation():
      r"target class 3 is out of range: the classifier has 3 classes \(0 to 2\)"),
     (torch.rand(2, 3, 32, 32), {"target": [0, 1, 2]}, "got 3 targets for 2 images"),
 ])
-def test_bad_input_is_a_readable_error(images, keywords, message):
+def test_bad_input_is_a_readable_error(images, keywords, message, trained_classifier):
     with pytest.raises(ValueError, match=message):
-        CartoonX(trained_classifier(), num_samples=2).attribute(images, steps=1, **keywords)
+        CartoonX(trained_classifier, num_samples=2).attribute(images, steps=1, **keywords)
 
 
-def test_too_many_levels_for_the_image_is_a_readable_error():
+def test_too_many_levels_for_the_image_is_a_readable_error(trained_classifier):
     with pytest.raises(ValueError, match="a 32x32 image supports 1 to 5 wavelet levels, not J=6"):
-        CartoonX(trained_classifier(), levels=6, num_samples=2).attribute(torch.rand(1, 3, 32, 32), steps=1)
+        CartoonX(trained_classifier, levels=6, num_samples=2).attribute(torch.rand(1, 3, 32, 32), steps=1)
     with pytest.raises(ValueError, match="unknown distortion measure 'ce'"):
-        CartoonX(trained_classifier(), distortion="ce")
+        CartoonX(trained_classifier, distortion="ce")
 
 
-def test_rate_distortion_curves(explained):
+def test_rate_distortion_curves(explained, trained_classifier):
     data, result = explained
-    classifier, images = trained_classifier(), data["image"]
+    classifier, images = trained_classifier, data["image"]
     transform = WaveletTransform(3)
     size = mask_size(transform.mask_shapes(32))
     cartoon_order = relevance_order(result.masks, torch.Generator().manual_seed(0))

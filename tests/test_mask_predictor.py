@@ -1,11 +1,12 @@
 import pytest
 import torch
-from helpers_cartoonx import shapes_batch, single_thread, trained_classifier  # noqa: F401  (autouse fixture)
 
 from dxai.errors import DXAIError
 from dxai.explain import CartoonX, RDEObjective
 from dxai.nets.mask_predictor import MaskPredictor
 from dxai.wavelets import WaveletTransform, flatten_mask, mask_shapes
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def randomise_heads(predictor: MaskPredictor, scale: float = 3.0) -> None:
@@ -48,10 +49,10 @@ def test_each_class_has_its_own_mask():
     assert not torch.allclose(flat[0], flat[1]) and not torch.allclose(flat[1], flat[2])
 
 
-def test_a_few_training_steps_lower_the_rde_objective_on_a_fixed_batch():
+def test_a_few_training_steps_lower_the_rde_objective_on_a_fixed_batch(shapes_batch, trained_classifier):
     torch.manual_seed(0)
     images = shapes_batch(8, seed=3)["image"]
-    objective = RDEObjective(trained_classifier(), images, WaveletTransform(3), num_samples=4)
+    objective = RDEObjective(trained_classifier, images, WaveletTransform(3), num_samples=4)
     predictor = MaskPredictor(32, 3, 3, 3, base_channels=8)
     optimizer = torch.optim.Adam(predictor.parameters(), lr=1e-2)
 
@@ -66,9 +67,9 @@ def test_a_few_training_steps_lower_the_rde_objective_on_a_fixed_batch():
     assert float(loss().detach()) < before - 0.5
 
 
-def test_cartoonx_started_from_the_predictor_starts_at_its_mask():
+def test_cartoonx_started_from_the_predictor_starts_at_its_mask(shapes_batch, trained_classifier):
     images = shapes_batch(3, seed=4)["image"]
-    classifier = trained_classifier()
+    classifier = trained_classifier
     predictor = MaskPredictor(32, 3, 3, 3, base_channels=4)
     randomise_heads(predictor, scale=0.5)
     cartoonx = CartoonX(classifier, levels=3, num_samples=4, mask_predictor=predictor)
@@ -85,7 +86,7 @@ def test_cartoonx_started_from_the_predictor_starts_at_its_mask():
     assert not all(torch.equal(a, b) for a, b in zip(one_step.masks, predicted, strict=True))
 
 
-def test_init_predictor_without_a_predictor_is_a_clear_error():
-    cartoonx = CartoonX(trained_classifier(), levels=3)
+def test_init_predictor_without_a_predictor_is_a_clear_error(shapes_batch, trained_classifier):
+    cartoonx = CartoonX(trained_classifier, levels=3)
     with pytest.raises(DXAIError, match="mask_predictor"):
         cartoonx.attribute(shapes_batch(1, seed=5)["image"], init="predictor", steps=1)

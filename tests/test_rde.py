@@ -1,12 +1,13 @@
 import pytest
 import torch
-from helpers_cartoonx import shapes_batch, single_thread, trained_classifier  # noqa: F401  (autouse fixture)
 from torch import nn
 
 from dxai.explain import CartoonX, PixelRDE, PixelRepresentation
 from dxai.explain.rde import (AdaptiveNoise, RDEObjective, distortion_terms, l1_norm, obfuscate,
                               obfuscated_images, rde_loss)
 from dxai.wavelets import WaveletTransform, mask_size, ones_mask
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPRESENTATIONS = {"wavelet": lambda: WaveletTransform(3), "pixel": PixelRepresentation}
 
@@ -143,17 +144,17 @@ def test_target_is_predicted_unless_given():
                        torch.full((4,), 2))
 
 
-def test_loss_falls_on_a_trained_classifier():
+def test_loss_falls_on_a_trained_classifier(shapes_batch, trained_classifier):
     data = shapes_batch(4, seed=3)
-    result = CartoonX(trained_classifier(), num_samples=16, lr=0.05).attribute(data["image"], steps=40, seed=1)
+    result = CartoonX(trained_classifier, num_samples=16, lr=0.05).attribute(data["image"], steps=40, seed=1)
     history = result.history
     assert history.loss.shape == (40, 4)
     assert float(history.mean_loss[-5:].mean()) < 0.5 * float(history.mean_loss[:5].mean())
     assert float(history.mean_distortion[-5:].mean()) < 0.05   # sparser, and the decision is kept
 
 
-def test_a_batch_explains_each_image_as_if_alone():
-    classifier = trained_classifier()
+def test_a_batch_explains_each_image_as_if_alone(shapes_batch, trained_classifier):
+    classifier = trained_classifier
     images = shapes_batch(4, seed=4)["image"]
     explainer = CartoonX(classifier, num_samples=8, lr=0.05, steps=6)
     batch = explainer.attribute(images, seed=7)
@@ -165,13 +166,13 @@ def test_a_batch_explains_each_image_as_if_alone():
 
 
 @pytest.mark.parametrize("explainer_class", [CartoonX, PixelRDE])
-def test_larger_lambda_gives_sparser_masks(explainer_class):
+def test_larger_lambda_gives_sparser_masks(explainer_class, shapes_batch, trained_classifier):
     # Adam moves every entry by about lr per step whatever lambda is; lambda decides where the
     # masks settle, so both runs go on until they have (lr * steps well above 1).
     images = shapes_batch(3, seed=5)["image"]
     l1 = {}
     for lam in (0.2, 20.0):
-        result = explainer_class(trained_classifier(), lam=lam, num_samples=8, lr=0.1).attribute(images, steps=30)
+        result = explainer_class(trained_classifier, lam=lam, num_samples=8, lr=0.1).attribute(images, steps=30)
         l1[lam] = float(l1_norm(result.masks).sum())
     assert l1[20.0] < 0.5 * l1[0.2]
 

@@ -1,11 +1,12 @@
 import pytest
 import torch
-from helpers_cartoonx import single_thread  # noqa: F401  (autouse fixture)
 from pytorch_wavelets import DWTForward, DWTInverse
 
 from dxai.errors import DXAIError
 from dxai.wavelets import (WaveletTransform, apply_mask, default_levels, flatten_mask, mask_shapes, mask_size,
                            max_levels, ones_mask, unflatten_mask)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("size, levels", [(32, 1), (32, 3), (64, 4), (256, 5), ((40, 24), 2), (33, 3)])
