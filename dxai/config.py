@@ -43,6 +43,9 @@ class ClassifierConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     val_every_steps: int = 200
+    # Synthetic data only: weight of a cross-entropy toward the uniform distribution on the true
+    # backgrounds, which makes the classifier neutral on a perfect agnostic part (BRIEF section 2).
+    neutral_background_weight: float = 0.0
 
 
 @dataclass

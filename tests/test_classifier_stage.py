@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from safetensors.torch import save_file
 from dxai.config import load_config
 from dxai.nets.classifier import build_classifier
 from dxai.pipeline import run_pipeline
-from dxai.training.classifier import ClassifierError, classifier_path, is_done, load_classifier
+from dxai.training.classifier import ClassifierError, classifier_path, is_done, load_classifier, neutrality_loss
 from train import main
 
 
@@ -65,3 +66,26 @@ def test_wandb_logger_writes_an_offline_run(tiny_overrides, monkeypatch):
 def test_cli_reports_missing_weights_in_one_line(tiny_overrides, capsys):
     code = main(["--stage", "classifier", "--classifier-weights", "/nonexistent.pt", *tiny_overrides])
     assert code == 2 and "do not exist" in capsys.readouterr().err
+
+
+def test_neutrality_loss_is_smallest_on_uniform_predictions():
+    uniform = neutrality_loss(torch.zeros(4, 3))
+    assert uniform.item() == pytest.approx(math.log(3))
+    assert neutrality_loss(torch.tensor([[3.0, 0.0, 0.0]])).item() > uniform.item() + 0.5
+
+
+def test_neutral_background_weight_makes_the_classifier_neutral_on_backgrounds(tiny_overrides):
+    def background_max_prob(name: str, weight: float) -> float:
+        cfg = load_config("synthetic", tiny_overrides + [
+            f"run.run_name={name}", "classifier.max_steps=150", "classifier.val_every_steps=150", "classifier.lr=3e-3",
+            f"classifier.neutral_background_weight={weight}"])
+        metrics = json.loads((run_pipeline(cfg, "classifier") / "report" / "metrics.json").read_text())
+        return metrics["classifier"]["background_max_prob"]
+
+    assert background_max_prob("neutral", 5.0) < background_max_prob("plain", 0.0) - 0.05
+
+
+def test_neutral_background_weight_on_folder_data_is_a_clear_error(tiny_overrides, tmp_path):
+    cfg = load_config("folder", tiny_overrides + [f"data.root={tmp_path}", "classifier.neutral_background_weight=1"])
+    with pytest.raises(ClassifierError, match="synthetic"):
+        run_pipeline(cfg, "classifier")

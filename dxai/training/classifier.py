@@ -81,11 +81,18 @@ def load_classifier(cfg: Config, run_dir: Path) -> nn.Module:
     return model
 
 
+def neutrality_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy toward the uniform distribution: log(c) exactly when ``logits`` are neutral."""
+    return -F.log_softmax(logits, dim=1).mean(1).mean()
+
+
 class ClassifierModule(pl.LightningModule):
-    def __init__(self, model: nn.Module, lr: float, weight_decay: float, max_steps: int):
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float, max_steps: int,
+                 neutral_background_weight: float = 0.0):
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.max_steps = lr, weight_decay, max_steps
+        self.neutral_background_weight = neutral_background_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -95,6 +102,10 @@ class ClassifierModule(pl.LightningModule):
         loss = F.cross_entropy(logits, batch["label"])
         accuracy = (logits.argmax(1) == batch["label"]).float().mean()
         self.log_dict({"train/loss": loss, "train/accuracy": accuracy}, prog_bar=True)
+        if self.neutral_background_weight:
+            neutrality = neutrality_loss(self.model(batch["background"]))
+            self.log("train/background_neutrality", neutrality)
+            loss = loss + self.neutral_background_weight * neutrality
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -102,6 +113,9 @@ class ClassifierModule(pl.LightningModule):
         self.log("val_accuracy", (logits.argmax(1) == batch["label"]).float().mean(), prog_bar=True,
                  sync_dist=True)
         self.log("val/loss", F.cross_entropy(logits, batch["label"]), sync_dist=True)
+        if "background" in batch:
+            top = F.softmax(self.model(batch["background"]), dim=1).amax(1).mean()
+            self.log("val_background_max_prob", top, sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -116,6 +130,9 @@ def is_done(cfg: Config, run_dir: Path) -> bool:
 
 def run(cfg: Config, run_dir: Path) -> dict:
     """Train the classifier (or adopt ``classifier.weights``), save it, record val accuracy."""
+    if cfg.classifier.neutral_background_weight and cfg.data.kind != "synthetic":
+        raise ClassifierError("classifier.neutral_background_weight needs the true backgrounds of "
+                              "synthetic data; set it to 0 for folder data sets")
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     data = DXAIDataModule(cfg.data)
     model = build_configured_classifier(cfg)
@@ -124,7 +141,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
         source = Path(cfg.classifier.weights)
         load_weights_into(model, read_state_dict(source), source, cfg)
         max_steps = 0
-    module = ClassifierModule(model, cfg.classifier.lr, cfg.classifier.weight_decay, max(max_steps, 1))
+    module = ClassifierModule(model, cfg.classifier.lr, cfg.classifier.weight_decay, max(max_steps, 1),
+                              cfg.classifier.neutral_background_weight)
     trainer = make_trainer(cfg, run_dir, "classifier", max_steps=max_steps,
                            val_every_steps=min(cfg.classifier.val_every_steps, max_steps) or None,
                            monitor=None)
@@ -132,13 +150,16 @@ def run(cfg: Config, run_dir: Path) -> dict:
         trainer.fit(module, datamodule=data, ckpt_path=resume_path(run_dir, "classifier"))
     results = trainer.validate(module, datamodule=data, verbose=False)
     accuracy = float(results[0]["val_accuracy"])
+    background_max_prob = results[0].get("val_background_max_prob")
     if trainer.is_global_zero:
         path = classifier_path(run_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
         tmp.replace(path)
-        update_metrics(run_dir, "classifier", {"val_accuracy": accuracy, "arch": cfg.classifier.arch,
-                                               "steps": trainer.global_step,
-                                               "weights": str(cfg.classifier.weights or path)})
+        metrics = {"val_accuracy": accuracy, "arch": cfg.classifier.arch, "steps": trainer.global_step,
+                   "weights": str(cfg.classifier.weights or path)}
+        if background_max_prob is not None:  # synthetic data: top probability on the true backgrounds
+            metrics["background_max_prob"] = float(background_max_prob)
+        update_metrics(run_dir, "classifier", metrics)
     return {"val_accuracy": accuracy}
