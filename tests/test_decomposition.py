@@ -52,8 +52,10 @@ def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(ti
     run_dir = run_pipeline(cfg, "decomposition")
     section = json.loads((run_dir / "report" / "metrics.json").read_text())["decomposition"]
     for key in ("recon_psnr", "beta_auc", "random_beta_auc", "agnostic_max_prob", "gt_distinct_corr",
-                "gt_agnostic_psnr", "gt_background_max_prob"):
+                "gt_agnostic_psnr", "gt_background_max_prob", "gt_agnostic_corr"):
         assert isinstance(section[key], float), key
+    assert len(section["gt_distinct_corr_by_class"]) == 3
+    assert all(corr is None or -1 <= corr <= 1 for corr in section["gt_distinct_corr_by_class"])
     assert section["iterations"] == 4 and len(section["beta_accuracy"]) == 11
     assert decomposition.is_done(cfg, run_dir)
     assert sorted(p.name for p in checkpoint_dir(run_dir, "decomposition").iterdir()) == [

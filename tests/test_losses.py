@@ -8,7 +8,7 @@ from torch import nn
 
 from dxai import losses
 from dxai.evaluation.decomposition_metrics import (
-    auc_of_curve, beta_auc, beta_correct, ground_truth_distinct_corr, pearson_per_image, psnr, top_probability)
+    auc_of_curve, beta_auc, beta_correct, class_part_corr, has_class_part, pearson_per_image, psnr, top_probability)
 from dxai.training.decomposition import alpha_blend, alternative_labels, ema_beta, update_ema
 
 
@@ -138,7 +138,8 @@ def test_ground_truth_correlation_skips_images_without_a_class_part():
     part[2, :, 1:3, 1:3] = 0.5
     distinct = part.clone()
     distinct[2] *= -1
-    assert torch.allclose(ground_truth_distinct_corr(distinct, part), torch.tensor([1.0, -1.0]), atol=1e-6)
+    assert torch.allclose(class_part_corr(distinct, part), torch.tensor([1.0, -1.0]), atol=1e-6)
+    assert has_class_part(part).tolist() == [True, False, True]
 
 
 def test_beta_auc_of_known_curves():

@@ -58,8 +58,14 @@ def pearson_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / denominator
 
 
-def ground_truth_distinct_corr(distinct: torch.Tensor, class_part: torch.Tensor) -> torch.Tensor:
-    """Per-image correlation of the distinct part with the true class part, for the images
-    whose class part is non-zero (the others have nothing to correlate with)."""
-    present = class_part.flatten(1).abs().amax(1) > 0
-    return pearson_per_image(distinct[present], class_part[present])
+def has_class_part(class_part: torch.Tensor) -> torch.Tensor:
+    """Per image (B, bool): whether its true class part is non-zero (e.g. not a clean image of
+    the noise family), i.e. whether a part can be correlated with it."""
+    return class_part.flatten(1).abs().amax(1) > 0
+
+
+def class_part_corr(part: torch.Tensor, class_part: torch.Tensor) -> torch.Tensor:
+    """Per-image correlation of a part (the distinct one, or the agnostic one to see how much of
+    the class part leaked into it) with the true class part, for the images ``has_class_part``."""
+    present = has_class_part(class_part)
+    return pearson_per_image(part[present], class_part[present])

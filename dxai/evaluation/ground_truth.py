@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from dxai.data.transforms import Normalization
-from dxai.evaluation.decomposition_metrics import ground_truth_distinct_corr, psnr
+from dxai.evaluation.decomposition_metrics import class_part_corr, psnr
 
 
 class GroundTruthScores:
@@ -24,7 +24,7 @@ class GroundTruthScores:
     def add(self, distinct: torch.Tensor, agnostic: torch.Tensor, class_part: torch.Tensor,
             background: torch.Tensor) -> None:
         """All four in the classifier's domain, as the data module serves them."""
-        corr = ground_truth_distinct_corr(distinct.cpu(), class_part.cpu())
+        corr = class_part_corr(distinct.cpu(), class_part.cpu())
         self.corr_sum += float(corr.sum())
         self.corr_count += len(corr)
         unit = self.normalization

@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from safetensors.torch import load_file, save
 from torch import nn
+from torch.nn import functional as F
 
 from dxai import losses
 from dxai.config import Config, TrainerConfig
@@ -30,7 +31,7 @@ from dxai.data.datamodule import DXAIDataModule
 from dxai.data.transforms import Normalization
 from dxai.errors import DXAIError
 from dxai.evaluation.decomposition_metrics import (
-    auc_of_curve, beta_correct, ground_truth_distinct_corr, psnr, top_probability)
+    auc_of_curve, beta_correct, class_part_corr, has_class_part, psnr, top_probability)
 from dxai.explanation import heatmap_decomposition
 from dxai.io import atomic_write_bytes, read_metrics, update_metrics
 from dxai.nets.discriminator import Discriminator
@@ -288,9 +289,13 @@ class DecompositionModule(pl.LightningModule):
         self._add("random_beta_correct", beta_correct(self.classifier, x, random_distinct, y))
         self._add("agnostic_max_prob", top_probability(self.classifier, agnostic).sum())
         if "class_part" in batch:
-            corr = ground_truth_distinct_corr(distinct, batch["class_part"])
+            corr = class_part_corr(distinct, batch["class_part"])
             self._add("gt_distinct_corr", corr.sum())
             self._add("gt_distinct_count", torch.tensor(float(len(corr)), device=x.device))
+            self._add("gt_agnostic_corr", class_part_corr(agnostic, batch["class_part"]).sum())
+            classes = F.one_hot(y[has_class_part(batch["class_part"])], self.num_classes).to(corr.dtype)
+            self._add("gt_distinct_corr_by_class", classes.T @ corr)
+            self._add("gt_class_count", classes.sum(0))
             background = unit.denormalize(batch["background"])
             self._add("gt_agnostic_psnr", psnr(unit.denormalize(agnostic).clamp(0, 1), background).sum())
             self._add("gt_background_max_prob", top_probability(self.classifier, batch["background"]).sum())
@@ -305,7 +310,12 @@ class DecompositionModule(pl.LightningModule):
                    "random_beta_auc": auc_of_curve((sums["random_beta_correct"] / count).tolist()),
                    "agnostic_max_prob": float(sums["agnostic_max_prob"]) / count}
         if "gt_distinct_count" in sums:
-            metrics["gt_distinct_corr"] = float(sums["gt_distinct_corr"]) / max(float(sums["gt_distinct_count"]), 1)
+            present = max(float(sums["gt_distinct_count"]), 1)
+            metrics["gt_distinct_corr"] = float(sums["gt_distinct_corr"]) / present
+            metrics["gt_agnostic_corr"] = float(sums["gt_agnostic_corr"]) / present
+            metrics["gt_distinct_corr_by_class"] = [
+                round(float(total / count), 4) if count else None
+                for total, count in zip(sums["gt_distinct_corr_by_class"], sums["gt_class_count"])]
             metrics["gt_agnostic_psnr"] = float(sums["gt_agnostic_psnr"]) / count
             metrics["gt_background_max_prob"] = float(sums["gt_background_max_prob"]) / count
         self.metrics = metrics
