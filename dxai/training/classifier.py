@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from dxai.config import Config
 from dxai.data.datamodule import DXAIDataModule
 from dxai.errors import DXAIError
+from dxai.evaluation.decomposition_metrics import top_probability
 from dxai.io import read_metrics, update_metrics
 from dxai.nets.classifier import build_classifier
 from dxai.training.common import checkpoint_dir, make_trainer, resume_path
@@ -114,8 +115,8 @@ class ClassifierModule(pl.LightningModule):
                  sync_dist=True)
         self.log("val/loss", F.cross_entropy(logits, batch["label"]), sync_dist=True)
         if "background" in batch:
-            top = F.softmax(self.model(batch["background"]), dim=1).amax(1).mean()
-            self.log("val_background_max_prob", top, sync_dist=True)
+            self.log("val_background_max_prob", top_probability(self.model, batch["background"]).mean(),
+                     sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

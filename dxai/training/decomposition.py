@@ -291,7 +291,6 @@ class DecompositionModule(pl.LightningModule):
         if "class_part" in batch:
             corr = class_part_corr(distinct, batch["class_part"])
             self._add("gt_distinct_corr", corr.sum())
-            self._add("gt_distinct_count", torch.tensor(float(len(corr)), device=x.device))
             self._add("gt_agnostic_corr", class_part_corr(agnostic, batch["class_part"]).sum())
             classes = F.one_hot(y[has_class_part(batch["class_part"])], self.num_classes).to(corr.dtype)
             self._add("gt_distinct_corr_by_class", classes.T @ corr)
@@ -309,8 +308,8 @@ class DecompositionModule(pl.LightningModule):
                    "beta_accuracy": [round(a, 4) for a in accuracy],
                    "random_beta_auc": auc_of_curve((sums["random_beta_correct"] / count).tolist()),
                    "agnostic_max_prob": float(sums["agnostic_max_prob"]) / count}
-        if "gt_distinct_count" in sums:
-            present = max(float(sums["gt_distinct_count"]), 1)
+        if "gt_class_count" in sums:
+            present = max(float(sums["gt_class_count"].sum()), 1)
             metrics["gt_distinct_corr"] = float(sums["gt_distinct_corr"]) / present
             metrics["gt_agnostic_corr"] = float(sums["gt_agnostic_corr"]) / present
             metrics["gt_distinct_corr_by_class"] = [
