@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: train test bench clean
+.PHONY: train test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -12,10 +12,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)
-	WANDB_MODE=$${WANDB_MODE:-offline} $(VENV)/bin/python train.py $(ARGS)
+	$(VENV)/bin/python train.py $(ARGS)
 
 test: $(STAMP)
 	WANDB_MODE=offline $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m dxai.bench all --json

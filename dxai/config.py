@@ -1,21 +1,39 @@
-"""Typed configuration: dataclass defaults <- configs/<dataset>.yaml <- command-line flags.
+"""Typed configuration: dataclass defaults <- base file(s) <- configs/<dataset>.yaml <- command line.
 
-Every run writes the fully resolved configuration to ``<run>/config.yaml``. Any key can be
-overridden from the command line with a dotted assignment, e.g. ``decomposition.lr=2e-4``.
+A data set's file may start from shared settings with ``base: base/natural.yaml`` (a path
+relative to the file that names it, or a list of such paths, merged in order; a base may name
+bases of its own). Files under ``configs/base/`` are not data sets. Every run writes the fully
+resolved configuration to ``<run>/config.yaml``. Any key can be overridden from the command
+line with a dotted assignment, e.g. ``decomposition.lr=2e-4``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
-from omegaconf import MISSING, OmegaConf
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dxai.errors import DXAIError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+def _config_dir() -> Path:
+    """The configuration files: ``dxai/configs/`` in an installed package (the build ships the
+    repository's top-level ``configs/`` there), else ``configs/`` beside the package in a source
+    checkout. The top-level ``configs/`` is the only copy kept in the repository."""
+    packaged = resources.files("dxai") / "configs"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
+BASE_KEY = "base"          # a data set file's shared settings: a path or a list of paths
+RETIRED_KEYS = ("run.stage",)  # written by earlier versions into config.yaml; ignored when read
 
 
 @dataclass
@@ -44,7 +62,8 @@ class ClassifierConfig:
     weight_decay: float = 1e-4
     val_every_steps: int = 200
     # Synthetic data only: weight of a cross-entropy toward the uniform distribution on the true
-    # backgrounds, which makes the classifier neutral on a perfect agnostic part (BRIEF section 2).
+    # backgrounds, so that a perfect agnostic part is class agnostic in the sense of the DXAI
+    # paper's definition 1 (arXiv 2401.00320).
     neutral_background_weight: float = 0.0
 
 
@@ -70,7 +89,7 @@ class DecompositionConfig:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     weight_decay: float = 1e-4
     ema_beta: float = 0.999
-    lambda_adv: float = 2.0              # eq. 15 weights
+    lambda_adv: float = 2.0              # loss weights of the DXAI paper, eq. 14-15
     lambda_kld: float = 1.0
     lambda_cf: float = 2.0
     lambda_rec: float = 4.0
@@ -125,8 +144,8 @@ class MasksConfig:
 
 @dataclass
 class EvaluationConfig:
-    """The evaluation report: beta-AUC of DXAI and the heatmap baselines, ground-truth scores,
-    classifier matching and rate-distortion curves (``dxai.evaluation.stage``)."""
+    """The evaluate stage's report: beta-AUC (DXAI paper, eq. 10 and table 1) of DXAI and the
+    heatmap baselines, ground-truth scores, classifier matching and rate-distortion curves."""
     num_images: int = 256                # validation images of beta-AUC and the ground-truth scores
     batch_size: int = 64
     baselines: list[str] = field(default_factory=lambda: [
@@ -134,7 +153,7 @@ class EvaluationConfig:
         "internal_influence"])
     path_steps: int = 50                 # Integrated Gradients and Internal Influence (captum's default)
     panel_images: int = 6                # rows of the decomposition grid
-    compare_classifier: str | None = None  # another run folder, same data: classifier matching (table 3)
+    compare_classifier: str | None = None  # another run folder, same data: classifier matching (DXAI table 3)
     matching_baselines: list[str] = field(default_factory=lambda: ["grad_cam", "guided_grad_cam", "lrp"])
     rd_images: int = 8                   # rate-distortion curves (CartoonX paper, fig. 7)
     rd_steps: int = 200                  # CartoonX and Pixel RDE steps (the paper: 2000 at lr 1e-3)
@@ -162,7 +181,6 @@ class RunConfig:
     dataset: str = "synthetic"
     runs_dir: str = "runs"
     run_name: str = "default"
-    stage: str = "all"
 
 
 @dataclass
@@ -186,20 +204,67 @@ class ConfigError(DXAIError):
 
 
 def available_datasets() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    """The data sets: ``configs/*.yaml`` (shared bases live in ``configs/base/`` and are not listed)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.is_file())
+
+
+def _read_yaml(path: Path, named_by: Path | None = None) -> DictConfig:
+    """One configuration file as a mapping; a clear error when it is missing or unparsable."""
+    by = f" (named as {BASE_KEY} in {named_by})" if named_by else ""
+    if not path.is_file():
+        raise ConfigError(f"the configuration file {path}{by} is missing")
+    try:
+        loaded = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError, OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read the configuration file {path}{by}: {error}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"the configuration file {path}{by} must hold a mapping of settings, "
+                          f"not a {type(loaded).__name__}")
+    return loaded
+
+
+def _resolve_file(path: Path, named_by: Path | None = None,
+                  chain: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
+    """(file, settings) of the file's bases (recursively, in order), then of the file itself
+    without its ``base`` key: the order in which they are merged."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"configuration bases form a cycle: {cycle}")
+    node = _read_yaml(path, named_by)
+    bases = node.pop(BASE_KEY, None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif OmegaConf.is_list(bases) and all(isinstance(b, str) for b in bases):
+        bases = list(bases)
+    else:
+        raise ConfigError(f"{BASE_KEY} in {path} must be a file name relative to it, or a list of them, "
+                          f"not {bases!r}")
+    layers: list[tuple[Path, DictConfig]] = []
+    for base in bases:
+        layers += _resolve_file(path.parent / base, path, (*chain, path))
+    return layers + [(path, node)]
 
 
 def load_config(dataset: str = "synthetic", overrides: list[str] | None = None) -> Config:
-    """Defaults, then ``configs/<dataset>.yaml``, then dotted ``key=value`` overrides."""
+    """Defaults, then ``configs/<dataset>.yaml`` (on top of its bases), then dotted ``key=value``
+    overrides."""
     path = CONFIG_DIR / f"{dataset}.yaml"
     if not path.is_file():
         raise ConfigError(f"no configuration for data set {dataset!r} ({path} is missing); "
                           f"choose one of {available_datasets()}")
+    merged = OmegaConf.structured(Config)
+    for source, layer in _resolve_file(path):
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"invalid configuration in {source}: {error}") from None
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path),
-                                 OmegaConf.from_dotlist(list(overrides or [])))
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
     except OmegaConfBaseException as error:
-        raise ConfigError(f"invalid configuration ({path} or command-line overrides): {error}") from None
+        raise ConfigError(f"invalid command-line override (on top of {path}): {error}") from None
     merged.run.dataset = dataset
     if merged.data.kind == "folder" and not merged.data.root:
         merged.data.root = os.environ.get("DXAI_DATA")
@@ -216,8 +281,13 @@ def save_config(config: Config, path: Path) -> None:
 def read_config(path: Path) -> Config:
     """Load a run's saved ``config.yaml`` (e.g. to resume or export it)."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
-    except OmegaConfBaseException as error:
+        saved = OmegaConf.load(path)
+        for key in RETIRED_KEYS:
+            section, name = key.split(".")
+            if isinstance(saved, DictConfig) and isinstance(saved.get(section), DictConfig):
+                saved[section].pop(name, None)
+        merged = OmegaConf.merge(OmegaConf.structured(Config), saved)
+    except (OmegaConfBaseException, yaml.YAMLError, OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path} is not a dxai run configuration: {error}") from None
     return OmegaConf.to_object(merged)
 

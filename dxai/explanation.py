@@ -26,11 +26,11 @@ class Explanation:
     cartoon: torch.Tensor | None = None       # B x C' x H x W in [0, 1] (CartoonX visualisation)
     mask: torch.Tensor | None = None          # B x M, the flattened wavelet mask in [0, 1]
 
-    def to(self, device) -> "Explanation":
+    def to(self, device) -> Explanation:
         return Explanation(**{f.name: (v.to(device) if isinstance(v := getattr(self, f.name), torch.Tensor)
                                        else v) for f in fields(self)})
 
-    def __getitem__(self, index) -> "Explanation":
+    def __getitem__(self, index) -> Explanation:
         """The explanation of a subset of the batch (an int keeps the batch dimension)."""
         if isinstance(index, int):
             index = slice(index, index + 1)

@@ -1,13 +1,14 @@
 """The Explainer: a bundle in, every explanation of a batch out, in one pass.
 
     explainer = Explainer.from_bundle("runs/synthetic/default", device="cuda")
-    explanation = explainer(images)        # images: B x C x H x W in [0, 1], the model's size
+    explanation = explainer.explain(images)   # images: B x C x H x W in [0, 1], the model's size
+    distinct = explainer.attribute(images)    # psi_distinct alone
 
 One classifier pass (prediction), one generator pass (distinct and agnostic parts, with the
 fixed style of the explained class, so the same image always gives the same parts) and one
 mask-predictor pass (the cartoon explanation), optionally refined by K CartoonX steps.
-Needs only ``nets/``, ``wavelets.py``, ``explain/`` and the bundle: no Lightning checkpoint,
-no training code.
+Needs only ``nets/``, ``wavelets.py``, ``explain/`` and the bundle: no Lightning, no
+albumentations, no training code.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import torch
 from torch import nn
 
 from dxai.bundle import BundleError, find_bundle, load_weights, read_manifest
-from dxai.data.transforms import Normalization
 from dxai.errors import DXAIError
 from dxai.explain.cartoonx import CartoonX
-from dxai.explain.rde import _resolve_target
+from dxai.explain.inputs import Target, check_images, resolve_target
 from dxai.explanation import Explanation
 from dxai.nets.classifier import build_classifier
 from dxai.nets.generator import Generator, decompose
 from dxai.nets.mask_predictor import MaskPredictor
+from dxai.normalization import Normalization
 from dxai.wavelets import flatten_mask
+
 
 class Explainer:
     """Distinct and agnostic parts and cartoon explanations for batches of images."""
@@ -41,10 +43,10 @@ class Explainer:
         self.predictor = predictor.to(self.device)
         self.normalization, self.class_names, self.img_size = normalization, class_names, img_size
         self.channels = len(normalization.mean)
-        self.cartoonx = CartoonX(self.classifier, normalization=normalization, **cartoonx)
+        self.cartoonx = CartoonX(self.classifier, normalization=normalization, class_names=class_names, **cartoonx)
 
     @classmethod
-    def from_bundle(cls, path: str | Path, device: str | torch.device = "cpu") -> "Explainer":
+    def from_bundle(cls, path: str | Path, device: str | torch.device = "cpu") -> Explainer:
         bundle = find_bundle(path)
         manifest = read_manifest(bundle)
         num_classes, channels, size = len(manifest["class_names"]), manifest["img_channels"], manifest["img_size"]
@@ -60,31 +62,36 @@ class Explainer:
         return cls(classifier, generator, styles, predictor, normalization, manifest["class_names"], size,
                    manifest["cartoonx"], device)
 
-    def _check(self, images: torch.Tensor) -> None:
-        expected = (self.channels, self.img_size, self.img_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise DXAIError(f"the explainer takes B x {' x '.join(map(str, expected))} images in [0, 1], "
-                            f"not {tuple(images.shape)}; resize them first (infer.py does)")
-        if float(images.min()) < 0 or float(images.max()) > 1:
-            raise DXAIError("the explainer takes images in [0, 1]; these are outside it")
+    def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """psi_distinct (B, C, H, W, in the classifier's input domain) of ``images`` in [0, 1]."""
+        return self.explain(images, target).distinct
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, target: int | torch.Tensor | None = None,
-                 refine_steps: int = 0) -> Explanation:
-        """Explain ``images`` (B x C x H x W in [0, 1]); ``target`` explains that class instead of
-        the predicted one; ``refine_steps`` runs that many CartoonX steps from the predicted mask."""
-        self._check(images)
+    def explain(self, images: torch.Tensor, target: Target = None, refine_steps: int = 0) -> Explanation:
+        """Explain ``images`` (B x C x H x W in [0, 1], the model's size).
+
+        Args:
+            images: a float tensor or numpy array in [0, 1].
+            target: None (the predicted class), a class index or name, or one per image.
+            refine_steps: CartoonX steps from the predicted mask (0: the one-pass mask).
+
+        Returns:
+            An ``Explanation``: prediction, probabilities, distinct and agnostic parts, the
+            branches, the cartoon image and its wavelet mask.
+        """
+        if refine_steps < 0:
+            raise DXAIError(f"refine_steps must be 0 or more, not {refine_steps}")
+        images = check_images(images, "the explainer", self.channels, self.img_size)
         images = images.to(self.device, torch.float32)
         x = self.normalization.normalize(images)
         probabilities = self.classifier(x).softmax(1)
         predicted = probabilities.argmax(1)
-        target = _resolve_target(target, probabilities)
+        target = resolve_target(target, probabilities, self.class_names)
         branches = decompose(self.generator, self.styles, x, target)
         masks = self.predictor(images, target)
         if refine_steps > 0:
             with torch.enable_grad():
-                result = self.cartoonx.attribute(images, target, init=masks, steps=refine_steps)
-            masks = result.masks
+                masks = self.cartoonx.optimize(images, target, init=masks, steps=refine_steps).masks
         representation = self.cartoonx.representation(tuple(images.shape[-2:])).to(self.device)
         cartoon = self.cartoonx.visualize(images, masks, representation)
         return Explanation(images=x, target=target, predicted=predicted, probabilities=probabilities,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from dxai.data.transforms import Normalization
 from dxai.explanation import Explanation
+from dxai.normalization import Normalization
 
 TILE = 160
 LABEL_HEIGHT = 18

@@ -1,9 +1,4 @@
-"""The stages of a dxai run, in order. Each is resumable and skipped when its result exists.
-
-A stage is a module with ``run(cfg, run_dir) -> dict`` and ``is_done(cfg, run_dir) -> bool``.
-A stage that trains nothing sets ``RANK_ZERO_ONLY = True``: under DDP every process runs the
-pipeline, and such a stage must write its files once.
-"""
+"""A dxai run: the stages of ``dxai.stages`` in order, each resumable and skipped when its result exists."""
 
 from __future__ import annotations
 
@@ -18,17 +13,9 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from dxai.config import Config, read_config, save_config
 from dxai.errors import DXAIError
 from dxai.io import update_metrics
+from dxai.stages import STAGES
 
 log = logging.getLogger(__name__)
-
-STAGES: dict[str, str] = {
-    "classifier": "dxai.training.classifier",
-    "decomposition": "dxai.training.decomposition",
-    "masks": "dxai.training.masks",
-    "export": "dxai.training.export",
-    "evaluate": "dxai.evaluation.stage",
-}
-
 
 def stage_module(name: str):
     if name not in STAGES:

@@ -12,9 +12,9 @@ import torch
 from torch.nn import functional as F
 
 from dxai.data.synthetic import SyntheticDataset
-from dxai.data.transforms import Normalization
 from dxai.explain.classifier_wrapper import NormalizedClassifier
 from dxai.nets.classifier import build_classifier
+from dxai.normalization import Normalization
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

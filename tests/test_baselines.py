@@ -10,10 +10,10 @@ from captum.attr import InputXGradient
 from torch import nn
 
 from dxai.data.synthetic import SyntheticDataset
-from dxai.data.transforms import Normalization
 from dxai.errors import DXAIError
 from dxai.explain.baselines import BASELINES, default_layer, make_baseline
 from dxai.nets.classifier import build_classifier
+from dxai.normalization import Normalization
 
 SIZE = 16
 CLASSES = 3
@@ -47,7 +47,7 @@ def random_classifier(arch: str, img_size: int = SIZE, seed: int = 0) -> nn.Modu
 
 
 def random_images(count: int = 3, img_size: int = SIZE) -> torch.Tensor:
-    return torch.rand(count, 3, img_size, img_size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return torch.rand(count, 3, img_size, img_size, generator=torch.Generator().manual_seed(1))
 
 
 def hooks(model: nn.Module) -> int:
@@ -67,7 +67,7 @@ def test_every_baseline_decomposes_and_leaves_the_classifier_alone(arch, name):
     inplace = [m.inplace for m in classifier.modules() if isinstance(m, nn.ReLU)]
     images = random_images().requires_grad_()
 
-    explanation = make_baseline(name, classifier, **FAST.get(name, {})).attribute(images)
+    explanation = make_baseline(name, classifier, **FAST.get(name, {})).explain(images)
     assert all(m.training for m in classifier.modules())
 
     heatmap = explanation.heatmap
@@ -101,7 +101,7 @@ def test_lrp_equals_input_times_gradient(arch):
     ResNet this holds only if the residual additions share relevance correctly."""
     classifier = random_classifier(arch).eval()
     images, target = random_images(), torch.tensor([0, 1, 2])
-    lrp = make_baseline("lrp", classifier).attribute(images, target).heatmap
+    lrp = make_baseline("lrp", classifier).explain(images, target).heatmap
     reference = build_classifier(arch, CLASSES, 3, SIZE)
     reference.load_state_dict(classifier.state_dict())
     for module in reference.modules():
@@ -116,17 +116,17 @@ def test_explicit_targets_are_explained():
     classifier = random_classifier("simple")
     images = random_images()
     explainer = make_baseline("grad_cam", classifier)
-    assert explainer.attribute(images, target=2).target.tolist() == [2, 2, 2]
-    per_image = explainer.attribute(images, target=torch.tensor([0, 2, 1]))
+    assert explainer.explain(images, target=2).target.tolist() == [2, 2, 2]
+    per_image = explainer.explain(images, target=torch.tensor([0, 2, 1]))
     assert per_image.target.tolist() == [0, 2, 1]
-    other = explainer.attribute(images, target=[1, 2, 1])
+    other = explainer.explain(images, target=[1, 2, 1])
     assert not torch.equal(per_image.heatmap, other.heatmap)
 
 
 @pytest.mark.parametrize("target", [3, -1, [0, 1], torch.tensor([0.0, 1.0, 2.0])])
 def test_bad_targets_are_clear_errors(target):
     with pytest.raises(DXAIError, match="target"):
-        make_baseline("random", random_classifier("simple")).attribute(random_images(), target)
+        make_baseline("random", random_classifier("simple")).explain(random_images(), target)
 
 
 def test_unknown_baseline_and_bad_input_are_clear_errors():
@@ -134,7 +134,7 @@ def test_unknown_baseline_and_bad_input_are_clear_errors():
     with pytest.raises(DXAIError, match="unknown baseline 'smoothgrad'.*grad_cam"):
         make_baseline("smoothgrad", classifier)
     with pytest.raises(DXAIError, match="B x C x H x W"):
-        make_baseline("random", classifier).attribute(random_images()[0])
+        make_baseline("random", classifier).explain(random_images()[0])
     with pytest.raises(DXAIError, match="no layer named"):
         make_baseline("grad_cam", classifier, layer="features.9")
     with pytest.raises(DXAIError, match="not a module of the classifier"):
@@ -142,7 +142,7 @@ def test_unknown_baseline_and_bad_input_are_clear_errors():
     unsupported = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                 nn.Linear(4, CLASSES))
     with pytest.raises(DXAIError, match="no rule for .*'1' \\(GELU\\)"):
-        make_baseline("lrp", unsupported).attribute(random_images())
+        make_baseline("lrp", unsupported).explain(random_images())
 
 
 @pytest.mark.parametrize("name", ["random", "gradient_shap"])
@@ -154,11 +154,11 @@ def test_random_methods_are_seeded(name):
     first = make_baseline(name, classifier, seed=3, **options)
     same = make_baseline(name, classifier, seed=3, **options)
     other = make_baseline(name, classifier, seed=4, **options)
-    maps = [first.attribute(images).heatmap, first.attribute(images).heatmap]
-    assert torch.equal(maps[0], same.attribute(images).heatmap)
-    assert torch.equal(maps[1], same.attribute(images).heatmap)
+    maps = [first.explain(images).heatmap, first.explain(images).heatmap]
+    assert torch.equal(maps[0], same.explain(images).heatmap)
+    assert torch.equal(maps[1], same.explain(images).heatmap)
     assert not torch.equal(maps[0], maps[1])
-    assert not torch.equal(maps[0], other.attribute(images).heatmap)
+    assert not torch.equal(maps[0], other.explain(images).heatmap)
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], numpy_state)
 
@@ -168,8 +168,8 @@ def test_random_methods_are_seeded(name):
 def test_chunking_does_not_change_the_result(name, arch, options):
     classifier = random_classifier(arch)
     images = random_images(5)
-    whole = make_baseline(name, classifier, batch_size=8, **options).attribute(images)
-    chunks = make_baseline(name, classifier, batch_size=2, **options).attribute(images)
+    whole = make_baseline(name, classifier, batch_size=8, **options).explain(images)
+    chunks = make_baseline(name, classifier, batch_size=2, **options).explain(images)
     assert torch.allclose(whole.heatmap, chunks.heatmap, rtol=1e-4, atol=1e-7)
 
 
@@ -191,9 +191,9 @@ def test_default_layer_per_architecture_and_resolution():
 def test_layer_given_as_module_or_name():
     classifier = random_classifier("resnet18")
     images = random_images()
-    by_module = make_baseline("grad_cam", classifier, layer=classifier.layer4).attribute(images, 0)
-    by_name = make_baseline("grad_cam", classifier, layer="layer4").attribute(images, 0)
-    default = make_baseline("grad_cam", classifier).attribute(images, 0)  # layer2 at 16 px
+    by_module = make_baseline("grad_cam", classifier, layer=classifier.layer4).explain(images, 0)
+    by_name = make_baseline("grad_cam", classifier, layer="layer4").explain(images, 0)
+    default = make_baseline("grad_cam", classifier).explain(images, 0)  # layer2 at 16 px
     assert torch.equal(by_module.heatmap, by_name.heatmap)
     assert not torch.equal(by_module.heatmap, default.heatmap)
 
@@ -226,7 +226,9 @@ def test_integrated_gradients_highlight_the_class_part(trained_simple_cnn):
     with torch.no_grad():
         accuracy = (trained_simple_cnn(images).argmax(1) == labels).float().mean()
     assert accuracy >= 0.8
-    heatmap = make_baseline("integrated_gradients", trained_simple_cnn).attribute(images, labels).heatmap
+    unit = Normalization.symmetric(3)
+    explainer = make_baseline("integrated_gradients", trained_simple_cnn, normalization=unit)
+    heatmap = explainer.attribute(unit.denormalize(images).clamp(0, 1), labels)
     inside = class_part.abs().sum(1, keepdim=True) > 0
     mass_inside = torch.stack([h[m].mean() for h, m in zip(heatmap, inside)])
     mass_outside = torch.stack([h[~m].mean() for h, m in zip(heatmap, inside)])

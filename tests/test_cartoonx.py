@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from dxai.bench.__main__ import main as bench_main
-from dxai.data.transforms import Normalization
 from dxai.evaluation.rate_distortion import random_order, rate_distortion_curve, relevance_order
-from dxai.explain import CartoonX, NormalizedClassifier, PixelRDE, PixelRepresentation
+from dxai.explain.cartoonx import CartoonX
+from dxai.explain.classifier_wrapper import NormalizedClassifier
+from dxai.explain.pixel_rde import PixelRDE, PixelRepresentation
 from dxai.nets.classifier import build_classifier
+from dxai.normalization import Normalization
 from dxai.wavelets import WaveletTransform, mask_size, ones_mask
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -19,7 +21,7 @@ def explained(shapes_batch, trained_classifier):
     data = shapes_batch(6, seed=2)
     classifier = trained_classifier
     assert torch.equal(classifier(data["image"]).argmax(1), data["label"])
-    return data, CartoonX(classifier, num_samples=16, lr=0.1).attribute(data["image"], steps=30)
+    return data, CartoonX(classifier, num_samples=16, lr=0.1).optimize(data["image"], steps=30)
 
 
 def mean_energy_inside_over_outside(explanations: torch.Tensor, class_part: torch.Tensor) -> float:
@@ -50,7 +52,7 @@ def test_full_mask_visualises_the_greyscale_image(trained_classifier):
 
 
 def test_pixel_rde_explanation_is_its_mask(trained_classifier):
-    result = PixelRDE(trained_classifier, num_samples=4, lr=0.05).attribute(torch.rand(2, 3, 32, 32), steps=3)
+    result = PixelRDE(trained_classifier, num_samples=4, lr=0.05).optimize(torch.rand(2, 3, 32, 32), steps=3)
     assert result.masks[0].shape == (2, 1, 32, 32)
     assert torch.equal(result.explanations, result.masks[0])
     assert result.flat_masks.shape == (2, 32 * 32)
@@ -70,19 +72,19 @@ def test_normalized_classifier_applies_the_models_normalisation():
 @pytest.mark.parametrize("images, keywords, message", [
     (torch.rand(2, 3, 32, 32) * 2 - 1, {}, r"takes images in \[0, 1\], but these range from -"),
     (torch.rand(2, 1, 32, 32), {}, "the classifier takes 3-channel images, but the images have 1 channels"),
-    (torch.rand(3, 32, 32), {}, "explains a batch of float images B x C x H x W"),
+    (torch.rand(3, 32, 32), {}, r"takes a batch B x C x H x W; for one image .* pass images\[None\]"),
     (torch.rand(2, 3, 32, 32), {"target": 3},
      r"target class 3 is out of range: the classifier has 3 classes \(0 to 2\)"),
     (torch.rand(2, 3, 32, 32), {"target": [0, 1, 2]}, "got 3 targets for 2 images"),
 ])
 def test_bad_input_is_a_readable_error(images, keywords, message, trained_classifier):
     with pytest.raises(ValueError, match=message):
-        CartoonX(trained_classifier, num_samples=2).attribute(images, steps=1, **keywords)
+        CartoonX(trained_classifier, num_samples=2).optimize(images, steps=1, **keywords)
 
 
 def test_too_many_levels_for_the_image_is_a_readable_error(trained_classifier):
     with pytest.raises(ValueError, match="a 32x32 image supports 1 to 5 wavelet levels, not J=6"):
-        CartoonX(trained_classifier, levels=6, num_samples=2).attribute(torch.rand(1, 3, 32, 32), steps=1)
+        CartoonX(trained_classifier, levels=6, num_samples=2).optimize(torch.rand(1, 3, 32, 32), steps=1)
     with pytest.raises(ValueError, match="unknown distortion measure 'ce'"):
         CartoonX(trained_classifier, distortion="ce")
 

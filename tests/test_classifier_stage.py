@@ -5,11 +5,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from dxai.cli.train import main
 from dxai.config import load_config
+from dxai.errors import DXAIError
 from dxai.nets.classifier import build_classifier
 from dxai.pipeline import run_pipeline
-from dxai.training.classifier import ClassifierError, classifier_path, is_done, load_classifier, neutrality_loss
-from train import main
+from dxai.run_folder import RunFolderError, load_classifier
+from dxai.stages.classifier import is_done
+from dxai.training.classifier import neutrality_loss
 
 
 def test_classifier_stage_end_to_end_writes_checkpoint_and_metrics(tiny_overrides):
@@ -46,11 +49,11 @@ def test_user_weights_are_adopted_and_mismatches_are_clear(tiny_overrides, tmp_p
     wrong = tmp_path / "four_classes.safetensors"
     save_file(build_classifier("simple", 4, 3, 16).state_dict(), str(wrong))
     cfg = load_config("synthetic", tiny_overrides + [f"classifier.weights={wrong}", "run.run_name=wrong"])
-    with pytest.raises(ClassifierError, match="another class count"):
+    with pytest.raises(RunFolderError, match="another class count"):
         run_pipeline(cfg, "classifier")
     cfg = load_config("synthetic", tiny_overrides + [f"classifier.weights={weights}", "classifier.arch=resnet18",
                                                     "run.run_name=arch"])
-    with pytest.raises(ClassifierError, match="does not fit a resnet18"):
+    with pytest.raises(RunFolderError, match="does not fit a resnet18"):
         run_pipeline(cfg, "classifier")
 
 
@@ -87,5 +90,5 @@ def test_neutral_background_weight_makes_the_classifier_neutral_on_backgrounds(t
 
 def test_neutral_background_weight_on_folder_data_is_a_clear_error(tiny_overrides, tmp_path):
     cfg = load_config("folder", tiny_overrides + [f"data.root={tmp_path}", "classifier.neutral_background_weight=1"])
-    with pytest.raises(ClassifierError, match="synthetic"):
+    with pytest.raises(DXAIError, match="synthetic"):
         run_pipeline(cfg, "classifier")

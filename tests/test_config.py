@@ -1,7 +1,7 @@
 import pytest
 
+from dxai.cli.train import main, overrides_from, parse_args
 from dxai.config import ConfigError, load_config, read_config, save_config
-from train import main, overrides_from, parse_args
 
 
 def test_dataset_configs_load_and_overrides_apply():

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dxai.cli.train import main
 from dxai.config import load_config
 from dxai.errors import DXAIError
 from dxai.nets.classifier import build_classifier
@@ -20,10 +21,8 @@ from dxai.nets.generator import decompose
 from dxai.nets.mapping import class_styles
 from dxai.panels import GRID_MIN_TILE
 from dxai.pipeline import run_pipeline
-from dxai.training import decomposition
-from dxai.training.classifier import classifier_path
-from dxai.training.common import checkpoint_dir
-from train import main
+from dxai.run_folder import checkpoint_dir, classifier_path, load_decomposition
+from dxai.stages import decomposition
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_DECOMPOSITION = [
@@ -68,7 +67,7 @@ def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(ti
     columns = 4 + cfg.decomposition.num_branches  # x | x_hat | distinct | agnostic | each branch
     assert panel.size[0] >= columns * GRID_MIN_TILE
 
-    generator, mapping = decomposition.load_decomposition(cfg, run_dir)
+    generator, mapping = load_decomposition(cfg, run_dir)
     styles = class_styles(mapping, 3)
     images = torch.randn(2, 3, 16, 16)
     branches = decompose(generator, styles, images, torch.tensor([0, 2]))
@@ -114,7 +113,7 @@ HASH_DRIVER = """
 import hashlib, os, sys
 sys.path.insert(0, {repo!r})
 from dxai.training import decomposition
-from dxai.training.classifier import classifier_path
+from dxai.run_folder import classifier_path
 import train
 
 def dump_hash(self):

@@ -15,14 +15,14 @@ from torch.nn import functional as F
 
 from dxai.config import load_config, save_config
 from dxai.data.synthetic import SyntheticDataset
-from dxai.data.transforms import Normalization
-from dxai.evaluation.beta_curves import BetaCurve
-from dxai.evaluation.ground_truth import GroundTruthScores
 from dxai.evaluation.matching import MatchingError, load_comparison
-from dxai.evaluation.stage import is_done
 from dxai.explanation import heatmap_decomposition
+from dxai.measures.beta_curves import BetaCurve
+from dxai.measures.ground_truth import GroundTruthScores
 from dxai.nets.classifier import build_classifier
+from dxai.normalization import Normalization
 from dxai.pipeline import run_pipeline
+from dxai.stages.evaluate import is_done
 
 SIZE = 16
 METHODS = ["dxai", "random", "grad_cam", "guided_grad_cam", "integrated_gradients", "gradient_shap", "lrp",
@@ -104,7 +104,9 @@ def test_evaluate_stage_writes_the_report(runs):
     _, run_dir, _ = runs
     cfg = load_config("synthetic", [f"run.runs_dir={run_dir.parent.parent}", "run.run_name=tiny", *TINY])
     assert is_done(cfg, run_dir)
-    section = json.loads((run_dir / "report" / "metrics.json").read_text())["evaluation"]
+    metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
+    section = metrics["evaluation"]
+    assert metrics["inference"]["speedup_vs_integrated_gradients"] > 0
     assert set(section["beta_auc"]) == set(METHODS)
     assert set(section["gt_distinct_corr"]) == set(METHODS)
     assert all(len(section["beta_accuracy"][name]) == 11 for name in METHODS)

@@ -6,9 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from dxai import losses
-from dxai.evaluation.decomposition_metrics import (
-    auc_of_curve, beta_auc, beta_correct, class_part_corr, has_class_part, pearson_per_image, psnr, top_probability)
+from dxai.measures.decomposition import (
+    auc_of_curve,
+    beta_correct,
+    class_part_corr,
+    has_class_part,
+    pearson_per_image,
+    psnr,
+    top_probability,
+)
+from dxai.training import losses
 from dxai.training.decomposition import alpha_blend, alternative_labels, ema_beta, update_ema
 
 
@@ -162,7 +169,8 @@ def test_beta_auc_drops_when_the_distinct_part_carries_the_class():
     # x - beta * 2x has mean <= 0 from beta = 0.5 on, where the classifier says class 0.
     correct = beta_correct(SignClassifier(), x, 2 * x, labels)
     assert correct.tolist() == [4.0] * 5 + [0.0] * 6
-    assert beta_auc(SignClassifier(), x, 2 * x, labels) == pytest.approx(0.45)
-    assert beta_auc(SignClassifier(), x, torch.zeros_like(x), labels) == pytest.approx(1.0)
+    assert auc_of_curve(correct / 4) == pytest.approx(0.45)
+    unchanged = beta_correct(SignClassifier(), x, torch.zeros_like(x), labels)
+    assert auc_of_curve(unchanged / 4) == pytest.approx(1.0)
     probability = top_probability(SignClassifier(), torch.zeros(2, 1, 2, 2))
     assert torch.allclose(probability, torch.full((2,), 0.5))

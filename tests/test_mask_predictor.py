@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from dxai.errors import DXAIError
-from dxai.explain import CartoonX, RDEObjective
+from dxai.explain.cartoonx import CartoonX
+from dxai.explain.rde import RDEObjective
 from dxai.nets.mask_predictor import MaskPredictor
 from dxai.wavelets import WaveletTransform, flatten_mask, mask_shapes
 
@@ -75,10 +76,10 @@ def test_cartoonx_started_from_the_predictor_starts_at_its_mask(shapes_batch, tr
     cartoonx = CartoonX(classifier, levels=3, num_samples=4, mask_predictor=predictor)
     predicted = cartoonx.predicted_mask(images)
 
-    unchanged = cartoonx.attribute(images, init="predictor", steps=0)
+    unchanged = cartoonx.optimize(images, init="predictor", steps=0)
     assert all(torch.equal(a, b) for a, b in zip(unchanged.masks, predicted, strict=True))
 
-    one_step = cartoonx.attribute(images, init="predictor", steps=1, seed=7)
+    one_step = cartoonx.optimize(images, init="predictor", steps=1, seed=7)
     objective = RDEObjective(classifier, images, WaveletTransform(3), num_samples=4)
     generators = [torch.Generator().manual_seed(7 + index) for index in range(3)]
     expected = objective.loss(predicted, generators).loss
@@ -89,4 +90,4 @@ def test_cartoonx_started_from_the_predictor_starts_at_its_mask(shapes_batch, tr
 def test_init_predictor_without_a_predictor_is_a_clear_error(shapes_batch, trained_classifier):
     cartoonx = CartoonX(trained_classifier, levels=3)
     with pytest.raises(DXAIError, match="mask_predictor"):
-        cartoonx.attribute(shapes_batch(1, seed=5)["image"], init="predictor", steps=1)
+        cartoonx.optimize(shapes_batch(1, seed=5)["image"], init="predictor", steps=1)

@@ -4,9 +4,12 @@ import pytest
 import torch
 
 from dxai.config import load_config
-from dxai.pipeline import STAGES, run_pipeline
-from dxai.training.masks import (MaskPredictorError, build_mask_predictor, is_done, load_mask_predictor,
-                                 predictor_path, ramped_lam, save_predictor)
+from dxai.models import build_mask_predictor
+from dxai.pipeline import run_pipeline
+from dxai.run_folder import RunFolderError, load_mask_predictor, predictor_path, save_weights
+from dxai.stages import STAGES
+from dxai.stages.masks import is_done
+from dxai.training.masks import ramped_lam
 from dxai.wavelets import mask_shapes
 
 TINY_MASKS = ["masks.max_steps=3", "masks.batch_size=8", "masks.num_samples=2", "masks.base_channels=8",
@@ -45,12 +48,12 @@ def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_override
 
 def test_loading_a_predictor_of_other_settings_is_a_clear_error(tiny_overrides):
     cfg = load_config("synthetic", tiny_overrides + TINY_MASKS)
-    with pytest.raises(MaskPredictorError, match="run the masks stage first"):
+    with pytest.raises(RunFolderError, match="run the masks stage first"):
         load_mask_predictor(cfg, cfg.run_dir)
-    save_predictor(build_mask_predictor(cfg), cfg.run_dir)
+    save_weights(build_mask_predictor(cfg), predictor_path(cfg.run_dir))
     assert load_mask_predictor(cfg, cfg.run_dir).training is False
     wider = load_config("synthetic", tiny_overrides + TINY_MASKS + ["masks.base_channels=16"])
-    with pytest.raises(MaskPredictorError, match="does not fit"):
+    with pytest.raises(RunFolderError, match="does not fit"):
         load_mask_predictor(wider, wider.run_dir)
 
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from dxai.explain import CartoonX, PixelRDE, PixelRepresentation
-from dxai.explain.rde import (AdaptiveNoise, RDEObjective, distortion_terms, l1_norm, obfuscate,
-                              obfuscated_images, rde_loss)
+from dxai.explain.cartoonx import CartoonX
+from dxai.explain.pixel_rde import PixelRDE, PixelRepresentation
+from dxai.explain.rde import AdaptiveNoise, RDEObjective, distortion_terms, l1_norm, obfuscate, obfuscated_images
 from dxai.wavelets import WaveletTransform, mask_size, ones_mask
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -100,14 +100,14 @@ def test_rde_loss_is_per_image_and_differentiable():
     images = torch.rand(3, 3, 32, 32)
     masks = [band.requires_grad_(True) for band in masks_like(representation, 3, 0.5)]
     generators = [torch.Generator().manual_seed(10 + index) for index in range(3)]
-    losses = rde_loss(classifier, images, masks, representation, lam=2.0, num_samples=8, generator=generators)
+    losses = RDEObjective(classifier, images, representation, lam=2.0, num_samples=8).loss(masks, generators)
     assert losses.loss.shape == (3,)
     torch.testing.assert_close(losses.loss, losses.distortion + 2.0 * losses.l1)
     gradients = torch.autograd.grad(losses.loss[1], masks)
     assert all(float(g[[0, 2]].abs().max()) == 0 for g in gradients)
     assert all(float(g[1].abs().max()) > 0 for g in gradients)
-    alone = rde_loss(classifier, images[1:2], [band[1:2].detach() for band in masks], representation, lam=2.0,
-                     num_samples=8, generator=[torch.Generator().manual_seed(11)])
+    alone = RDEObjective(classifier, images[1:2], representation, lam=2.0, num_samples=8).loss(
+        [band[1:2].detach() for band in masks], [torch.Generator().manual_seed(11)])
     torch.testing.assert_close(alone.loss, losses.loss[1:2].detach(), atol=1e-6, rtol=0)
 
 
@@ -131,7 +131,7 @@ def test_chunked_gradients_equal_the_single_call(samples_per_call):
 
 def test_fewer_samples_per_call_than_samples_still_optimises():
     explainer = CartoonX(tiny_classifier(), num_samples=6, steps=3, lr=0.05, samples_per_call=4)
-    result = explainer.attribute(torch.rand(2, 3, 32, 32))
+    result = explainer.optimize(torch.rand(2, 3, 32, 32))
     assert torch.isfinite(result.history.loss).all() and result.history.loss.shape == (3, 2)
 
 
@@ -146,7 +146,7 @@ def test_target_is_predicted_unless_given():
 
 def test_loss_falls_on_a_trained_classifier(shapes_batch, trained_classifier):
     data = shapes_batch(4, seed=3)
-    result = CartoonX(trained_classifier, num_samples=16, lr=0.05).attribute(data["image"], steps=40, seed=1)
+    result = CartoonX(trained_classifier, num_samples=16, lr=0.05).optimize(data["image"], steps=40, seed=1)
     history = result.history
     assert history.loss.shape == (40, 4)
     assert float(history.mean_loss[-5:].mean()) < 0.5 * float(history.mean_loss[:5].mean())
@@ -157,9 +157,9 @@ def test_a_batch_explains_each_image_as_if_alone(shapes_batch, trained_classifie
     classifier = trained_classifier
     images = shapes_batch(4, seed=4)["image"]
     explainer = CartoonX(classifier, num_samples=8, lr=0.05, steps=6)
-    batch = explainer.attribute(images, seed=7)
+    batch = explainer.optimize(images, seed=7)
     for index in range(4):
-        alone = explainer.attribute(images[index:index + 1], seed=7 + index)
+        alone = explainer.optimize(images[index:index + 1], seed=7 + index)
         for batch_band, alone_band in zip(batch.masks, alone.masks):
             torch.testing.assert_close(batch_band[index:index + 1], alone_band, atol=1e-5, rtol=0)
         torch.testing.assert_close(batch.history.loss[:, index:index + 1], alone.history.loss, atol=1e-5, rtol=0)
@@ -172,7 +172,7 @@ def test_larger_lambda_gives_sparser_masks(explainer_class, shapes_batch, traine
     images = shapes_batch(3, seed=5)["image"]
     l1 = {}
     for lam in (0.2, 20.0):
-        result = explainer_class(trained_classifier, lam=lam, num_samples=8, lr=0.1).attribute(images, steps=30)
+        result = explainer_class(trained_classifier, lam=lam, num_samples=8, lr=0.1).optimize(images, steps=30)
         l1[lam] = float(l1_norm(result.masks).sum())
     assert l1[20.0] < 0.5 * l1[0.2]
 
@@ -182,10 +182,10 @@ def test_step_zero_mask_is_the_given_initial_mask():
     images = torch.rand(2, 3, 32, 32)
     shapes = WaveletTransform(3).mask_shapes(32)
     initial = [torch.rand(2, *shape) for shape in shapes]
-    unchanged = explainer.attribute(images, init=initial, steps=0)
+    unchanged = explainer.optimize(images, init=initial, steps=0)
     assert all(torch.equal(a, b) for a, b in zip(unchanged.masks, initial))
     assert unchanged.history.loss.shape == (0, 2)
-    stepped = explainer.attribute(images, init=torch.cat([band.flatten(1) for band in initial], 1), steps=2)
+    stepped = explainer.optimize(images, init=torch.cat([band.flatten(1) for band in initial], 1), steps=2)
     torch.testing.assert_close(stepped.history.l1[0], l1_norm(initial))
     assert not torch.equal(stepped.masks[0], initial[0])
 
@@ -194,10 +194,10 @@ def test_bad_initial_masks_are_clear_errors():
     explainer = CartoonX(tiny_classifier(), num_samples=2)
     images = torch.rand(2, 3, 32, 32)
     with pytest.raises(ValueError, match="flat initial mask must be"):
-        explainer.attribute(images, init=torch.ones(2, 5), steps=1)
+        explainer.optimize(images, init=torch.ones(2, 5), steps=1)
     with pytest.raises(ValueError, match="must lie in"):
-        explainer.attribute(images, init=[band * 2 for band in ones_mask(WaveletTransform(3).mask_shapes(32), 2)])
+        explainer.optimize(images, init=[band * 2 for band in ones_mask(WaveletTransform(3).mask_shapes(32), 2)])
     with pytest.raises(ValueError, match="unknown initial mask"):
-        explainer.attribute(images, init="zeros")
+        explainer.optimize(images, init="zeros")
     with pytest.raises(ValueError, match="one seed per image"):
-        explainer.attribute(images, seed=[1, 2, 3], steps=1)
+        explainer.optimize(images, seed=[1, 2, 3], steps=1)

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from dxai.data.synthetic import FAMILIES, SyntheticDataset
-from dxai.data.transforms import Normalization
 from dxai.errors import DXAIError
+from dxai.normalization import Normalization
 
 
 @pytest.mark.parametrize("family", FAMILIES)

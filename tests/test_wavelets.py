@@ -3,8 +3,17 @@ import torch
 from pytorch_wavelets import DWTForward, DWTInverse
 
 from dxai.errors import DXAIError
-from dxai.wavelets import (WaveletTransform, apply_mask, default_levels, flatten_mask, mask_shapes, mask_size,
-                           max_levels, ones_mask, unflatten_mask)
+from dxai.wavelets import (
+    WaveletTransform,
+    apply_mask,
+    default_levels,
+    flatten_mask,
+    mask_shapes,
+    mask_size,
+    max_levels,
+    ones_mask,
+    unflatten_mask,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -28,10 +28,10 @@ import time
 
 import torch
 
-from dxai.data.transforms import Normalization
 from dxai.explain.classifier_wrapper import NormalizedClassifier
 from dxai.explain.rde import MaskOptimizer, RDEObjective, obfuscated_images
 from dxai.nets.classifier import build_classifier
+from dxai.normalization import Normalization
 from dxai.wavelets import WaveletTransform, default_levels, ones_mask
 
 PAPER_STEPS = 2000

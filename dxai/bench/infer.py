@@ -17,13 +17,12 @@ import warnings
 import torch
 
 from dxai.config import load_config
-from dxai.data.transforms import Normalization
 from dxai.evaluation.speed import explainer_vs_integrated_gradients
 from dxai.inference import Explainer
+from dxai.models import build_generator, cartoonx_settings, predictor_settings
 from dxai.nets.classifier import build_classifier
 from dxai.nets.mask_predictor import MaskPredictor
-from dxai.training.decomposition import build_generator
-from dxai.training.export import cartoonx_settings, predictor_settings
+from dxai.normalization import Normalization
 
 SETTINGS = {"synthetic": 16, "afhq": 4}  # data set -> batch size
 

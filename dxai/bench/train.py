@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dxai.config import Config, load_config
-from dxai.training.classifier import build_configured_classifier
+from dxai.models import build_configured_classifier
 from dxai.training.decomposition import OPTIMIZER_STEPS_PER_ITERATION, DecompositionModule
 
 SETTINGS = {"synthetic": {"warmup": 3, "steps": 20}, "afhq": {"warmup": 1, "steps": 2}}

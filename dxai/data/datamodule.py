@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from dxai.config import DataConfig
 from dxai.data.folders import DataError, FolderDataset, list_classes
 from dxai.data.synthetic import SyntheticDataset
-from dxai.data.transforms import Normalization, eval_transform, train_transform
+from dxai.data.transforms import eval_transform, train_transform
+from dxai.normalization import Normalization
 
 
 def build_datasets(cfg: DataConfig) -> tuple:
@@ -39,8 +40,8 @@ def build_datasets(cfg: DataConfig) -> tuple:
         raise DataError(f"{root / 'train'} has {len(classes)} classes {classes}, but data.num_classes is "
                         f"{cfg.num_classes}; set data.num_classes={len(classes)}")
     train_tf = (train_transform if cfg.augment else eval_transform)(cfg.img_size, normalization)
-    train = FolderDataset(root, "train", cfg.img_channels, train_tf, class_names=classes)
-    val = FolderDataset(root, "val", cfg.img_channels, eval_transform(cfg.img_size, normalization),
+    train = FolderDataset(root, "train", cfg.img_channels, cfg.img_size, train_tf, class_names=classes)
+    val = FolderDataset(root, "val", cfg.img_channels, cfg.img_size, eval_transform(cfg.img_size, normalization),
                         class_names=classes)
     return train, val
 

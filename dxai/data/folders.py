@@ -10,29 +10,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from dxai.data.transforms import to_tensor
 from dxai.errors import DXAIError
+from dxai.images import IMAGE_SUFFIXES, ImageReadError, read_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-LAYOUT = "ROOT/train/<class>/*.jpg|png|bmp|webp and ROOT/val/<class>/*"
+LAYOUT = "ROOT/train/<class>/*.jpg|png|bmp|webp|... and ROOT/val/<class>/*"
 
 
 class DataError(DXAIError):
     """Input data that cannot be used, with a message that says where and how to fix it."""
-
-
-def load_image(path: Path, channels: int) -> np.ndarray:
-    """Read any PIL-readable image as H x W x channels uint8 (grey, RGBA and palette converted)."""
-    with Image.open(path) as image:
-        image.load()
-        return np.asarray(image.convert("L" if channels == 1 else "RGB")).reshape(
-            image.size[1], image.size[0], channels)
 
 
 def _is_readable(path: Path) -> str | None:
@@ -40,8 +31,9 @@ def _is_readable(path: Path) -> str | None:
     try:
         with Image.open(path) as image:
             image.verify()
-        with Image.open(path) as image:
-            image.load()
+        read_image(path, 1, 1)
+    except ImageReadError as error:
+        return str(error).removeprefix(f"{path}: ")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         return f"{type(error).__name__}: {error}"
     return None
@@ -65,12 +57,14 @@ class FolderDataset(Dataset):
 
     ``class_names`` fixes the label order (that of the training split); a class folder
     this split has but the list lacks is an error. ``transform`` is an albumentations
-    pipeline that ends with normalisation.
+    pipeline that ends with normalisation; images are read with
+    ``dxai.images.read_image`` at ``img_size``, as inference reads them.
     """
 
-    def __init__(self, root: str | Path, split: str, channels: int = 3, transform=None,
+    def __init__(self, root: str | Path, split: str, channels: int = 3, img_size: int = 256, transform=None,
                  class_names: list[str] | None = None, check_files: bool = True):
         self.root, self.split, self.channels, self.transform = Path(root), split, channels, transform
+        self.img_size = img_size
         found = list_classes(self.root, split)
         self.class_names = list(class_names) if class_names is not None else found
         unknown = sorted(set(found) - set(self.class_names))
@@ -104,9 +98,7 @@ class FolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path, label = self.samples[index]
-        image = load_image(path, self.channels)
+        image = read_image(path, self.channels, self.img_size)
         if self.transform is not None:
             image = self.transform(image=image)["image"]
-        else:
-            image = image.astype(np.float32) / 255.0
         return {"image": to_tensor(image), "label": label}

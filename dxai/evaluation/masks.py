@@ -80,7 +80,7 @@ def _synchronize(device: torch.device) -> None:
 
 def optimisation_curve(cartoonx: CartoonX, images: torch.Tensor, representation, target: torch.Tensor,
                        initial: Bands, steps: int, every: int, measure: FixedNoiseLoss, seed: int) -> Curve:
-    """CartoonX's Adam loop (``RDE.attribute``'s, with the same objective and optimiser) from
+    """CartoonX's Adam loop (``RDE.optimize``'s, with the same objective and optimiser) from
     ``initial``, measuring the mean fixed-noise loss at step 0, every ``every`` steps and at the end."""
     objective = RDEObjective(cartoonx.classifier, images, representation, target, cartoonx.lam,
                              cartoonx.num_samples, cartoonx.distortion)

@@ -15,8 +15,8 @@ from torch import nn
 
 from dxai.config import Config, read_config
 from dxai.errors import DXAIError
-from dxai.evaluation.beta_curves import BetaCurve
-from dxai.training.classifier import load_classifier
+from dxai.measures.beta_curves import BetaCurve
+from dxai.run_folder import load_classifier
 
 DATA_KEYS = ("kind", "family", "num_classes", "img_size", "img_channels")
 TOLERANCE = 1e-6  # beta-AUCs closer than this count as equal (float rounding of equal curves)

@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from dxai.data.transforms import Normalization  # noqa: E402
 from dxai.explanation import Explanation  # noqa: E402
+from dxai.normalization import Normalization  # noqa: E402
 from dxai.panels import to_pil  # noqa: E402
 
 METHOD_NAMES = {"dxai": "DXAI", "random": "Random", "grad_cam": "Grad-CAM", "guided_grad_cam": "Guided Grad-CAM",

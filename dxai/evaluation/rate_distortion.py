@@ -9,8 +9,8 @@ or the most relevant fraction is randomised while the rest is kept (``randomize`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn

@@ -62,9 +62,9 @@ def _orders(explainer: Explainer, cartoonx: CartoonX, pixel_rde: PixelRDE, image
     pixels = pixel_rde.representation(size)
     shapes = wavelet.mask_shapes(size)
     generator = torch.Generator().manual_seed(seed)
-    cartoonx_result, cartoonx_seconds = _timed(lambda: cartoonx.attribute(images01, seed=seed))
-    pixel_result, pixel_seconds = _timed(lambda: pixel_rde.attribute(images01, seed=seed))
-    predicted, predictor_seconds = _timed(lambda: explainer(images01).mask)
+    cartoonx_result, cartoonx_seconds = _timed(lambda: cartoonx.optimize(images01, seed=seed))
+    pixel_result, pixel_seconds = _timed(lambda: pixel_rde.optimize(images01, seed=seed))
+    predicted, predictor_seconds = _timed(lambda: explainer.explain(images01).mask)
     orders = {
         "cartoonx": relevance_order(cartoonx_result.masks, generator),
         "predictor": relevance_order(unflatten_mask(predicted, shapes), generator),

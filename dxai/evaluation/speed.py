@@ -35,10 +35,9 @@ def explainer_vs_integrated_gradients(explainer: Explainer, images: torch.Tensor
     """Per-image speed of the explainer (parts + one-pass cartoon) and of IG-50 on ``images`` in [0, 1]."""
     images = images.to(explainer.device)
     integrated_gradients = make_baseline("integrated_gradients", explainer.classifier, n_steps=IG_STEPS,
-                                         batch_size=ig_batch_size)
-    model_images = explainer.normalization.normalize(images)
-    explainer_s = _median_seconds(lambda: explainer(images), repeats, explainer.device)
-    ig_s = _median_seconds(lambda: integrated_gradients.attribute(model_images), repeats, explainer.device)
+                                         batch_size=ig_batch_size, normalization=explainer.normalization)
+    explainer_s = _median_seconds(lambda: explainer.explain(images), repeats, explainer.device)
+    ig_s = _median_seconds(lambda: integrated_gradients.attribute(images), repeats, explainer.device)
     batch = images.shape[0]
     return {"batch_size": batch, "img_size": images.shape[-1],
             "explainer_images_per_s": batch / explainer_s, "integrated_gradients_images_per_s": batch / ig_s,

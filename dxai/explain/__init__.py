@@ -1,9 +1,5 @@
-"""Explainers of image classifiers with a captum-like ``attribute(images, target=...)``."""
+"""Explainers with one calling convention: images in [0, 1], ``attribute`` -> tensor, ``explain`` -> ``Explanation``.
 
-from dxai.explain.cartoonx import CartoonX
-from dxai.explain.classifier_wrapper import NormalizedClassifier
-from dxai.explain.pixel_rde import PixelRDE, PixelRepresentation
-from dxai.explain.rde import RDE, MaskOptimizer, RDEHistory, RDELoss, RDEObjective, RDEResult, rde_loss
-
-__all__ = ["CartoonX", "MaskOptimizer", "NormalizedClassifier", "PixelRDE", "PixelRepresentation", "RDE",
-           "RDEHistory", "RDELoss", "RDEObjective", "RDEResult", "rde_loss"]
+``cartoonx`` and ``pixel_rde`` (rate-distortion explanations, ``rde``), ``baselines`` (captum heatmaps);
+``inputs`` holds the one input check and target resolver they share.
+"""

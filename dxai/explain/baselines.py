@@ -10,10 +10,12 @@ channels: evidence for and against the class both mark the pixel as class-releva
 keeps its positive part (the ReLU of the Grad-CAM paper). Layer maps are upsampled to the
 image size bilinearly.
 
-All explainers share one calling convention (captum-like):
-``make_baseline(name, classifier, **options).attribute(images, target=None) -> Explanation``
-with images B x C x H x W in the model domain and target ``None`` (the classifier's
-prediction), an int, or one class per image. Each call works on a fresh copy of the classifier
+All explainers share dxai's calling convention (captum-like):
+``make_baseline(name, classifier, normalization=...).attribute(images, target=None)`` returns the
+heatmap and ``.explain(images, target=None)`` an ``Explanation`` with the parts, for images
+B x C x H x W in [0, 1] (the classifier's ``normalization`` is applied inside; without one the
+classifier takes [0, 1] images) and target ``None`` (the classifier's prediction), a class index
+or name, or one per image. Each call works on a fresh copy of the classifier
 in eval mode with non-inplace ReLUs and frozen parameters, so the classifier passed in (its
 weights, mode, hooks and requires_grad flags) is never touched and always explained as it is
 at call time. ``batch_size`` bounds how many inputs reach the model in one forward pass.
@@ -36,7 +38,9 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from dxai.errors import DXAIError
+from dxai.explain.inputs import Target, check_images, resolve_target
 from dxai.explanation import Explanation, heatmap_decomposition
+from dxai.normalization import Normalization
 
 MIN_LAYER_SIDE = 4  # the coarsest layer map (in cells per side) the default layer may have
 BLACK = -1.0  # a black image in the model domain, the reference of the path methods
@@ -102,31 +106,6 @@ def _upsample(layer_map: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
                                                     interpolate_mode="bilinear")
 
 
-def _check_images(images) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise DXAIError(f"images must be a float B x C x H x W tensor, not {shape}")
-    return images.detach()
-
-
-def _resolve_target(target, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
-    if target is None:
-        return predicted
-    target = torch.as_tensor(target)
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise DXAIError(f"target must hold integer class indices, not {target.dtype}")
-    target = target.to(predicted.device, torch.long).reshape(-1)
-    if target.numel() == 1:
-        target = target.expand(len(predicted)).clone()
-    if target.numel() != len(predicted):
-        raise DXAIError(f"target has {target.numel()} classes for {len(predicted)} images; "
-                        "give one class, or one per image")
-    if ((target < 0) | (target >= num_classes)).any():
-        raise DXAIError(f"target classes must lie in 0..{num_classes - 1}, "
-                        f"got {sorted(set(target.tolist()))}")
-    return target
-
-
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device):
     """Seed torch's and numpy's global generators (captum draws from both) for one block and
@@ -150,20 +129,30 @@ class HeatmapBaseline(abc.ABC):
     ``_chunk_images`` images, given the prepared copy of the classifier.
     """
 
-    def __init__(self, classifier: nn.Module, batch_size: int = 32):
+    def __init__(self, classifier: nn.Module, batch_size: int = 32, *, normalization: Normalization | None = None,
+                 class_names: list[str] | None = None):
         if batch_size < 1:
             raise DXAIError(f"batch_size must be at least 1, not {batch_size}")
         self.classifier = classifier
         self.batch_size = batch_size
+        self.normalization, self.class_names = normalization, class_names
 
-    def attribute(self, images: torch.Tensor, target=None) -> Explanation:
-        images = _check_images(images)
+    def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """The heatmap (B, 1, H, W), >= 0, of ``images`` (B, C, H, W) in [0, 1] for ``target``."""
+        return self.explain(images, target).heatmap
+
+    def explain(self, images: torch.Tensor, target: Target = None) -> Explanation:
+        """The heatmap and its parts (distinct = w * x, agnostic = (1 - w) * x, in the classifier's
+        input domain) of ``images`` (B, C, H, W) in [0, 1]."""
+        images = check_images(images, type(self).__name__).detach()
+        if self.normalization is not None:
+            images = self.normalization.normalize(images)
         model = self._prepare(_frozen_copy(self.classifier))
         with torch.no_grad():
             logits = torch.cat([model(chunk) for chunk in images.split(self.batch_size)])
         probabilities = logits.softmax(1)
         predicted = probabilities.argmax(1)
-        target = _resolve_target(target, predicted, logits.shape[1])
+        target = resolve_target(target, probabilities, self.class_names)
         with torch.enable_grad():
             heatmap = torch.cat([self._heatmap(model, chunk.clone().requires_grad_(), chunk_target).detach()
                                  for chunk, chunk_target in zip(images.split(self._chunk_images),
@@ -189,8 +178,8 @@ class LayerBaseline(HeatmapBaseline):
     """A method that explains a layer's output; ``layer`` is a module of the classifier, its
     dotted name, or None for ``default_layer`` (chosen on the images of each call)."""
 
-    def __init__(self, classifier: nn.Module, layer: nn.Module | str | None = None, batch_size: int = 32):
-        super().__init__(classifier, batch_size)
+    def __init__(self, classifier: nn.Module, layer: nn.Module | str | None = None, batch_size: int = 32, **common):
+        super().__init__(classifier, batch_size, **common)
         self.layer_name = self._layer_name(classifier, layer)
 
     @staticmethod
@@ -218,8 +207,8 @@ class RandomBaseline(HeatmapBaseline):
     """Uniform noise in [0, 1) as the heatmap, from a generator seeded at construction: the
     n-th call of two explainers made with the same seed gives the same maps on any device."""
 
-    def __init__(self, classifier: nn.Module, seed: int = 0, batch_size: int = 32):
-        super().__init__(classifier, batch_size)
+    def __init__(self, classifier: nn.Module, seed: int = 0, batch_size: int = 32, **common):
+        super().__init__(classifier, batch_size, **common)
         self._generator = torch.Generator().manual_seed(seed)
 
     def _heatmap(self, model, images, target):
@@ -258,8 +247,8 @@ class IntegratedGradientsBaseline(HeatmapBaseline):
     """
 
     def __init__(self, classifier: nn.Module, n_steps: int = 50, baseline: float = BLACK,
-                 batch_size: int = 32):
-        super().__init__(classifier, batch_size)
+                 batch_size: int = 32, **common):
+        super().__init__(classifier, batch_size, **common)
         self.n_steps, self.baseline = n_steps, baseline
 
     def _heatmap(self, model, images, target):
@@ -276,8 +265,8 @@ class GradientShapBaseline(HeatmapBaseline):
     absolute value summed over channels. Seeded like ``RandomBaseline``."""
 
     def __init__(self, classifier: nn.Module, n_baselines: int = 8, n_samples: int = 20,
-                 stdevs: float = 0.1, seed: int = 0, batch_size: int = 32):
-        super().__init__(classifier, batch_size)
+                 stdevs: float = 0.1, seed: int = 0, batch_size: int = 32, **common):
+        super().__init__(classifier, batch_size, **common)
         if n_baselines < 1:
             raise DXAIError(f"Gradient SHAP needs at least 1 reference image, not {n_baselines}")
         self.n_baselines, self.n_samples, self.stdevs = n_baselines, n_samples, stdevs
@@ -351,8 +340,8 @@ class InternalInfluenceBaseline(LayerBaseline):
     H is the absolute value summed over the layer's channels, upsampled bilinearly."""
 
     def __init__(self, classifier: nn.Module, layer: nn.Module | str | None = None, n_steps: int = 50,
-                 baseline: float = BLACK, batch_size: int = 32):
-        super().__init__(classifier, layer, batch_size)
+                 baseline: float = BLACK, batch_size: int = 32, **common):
+        super().__init__(classifier, layer, batch_size, **common)
         self.n_steps, self.baseline = n_steps, baseline
 
     def _heatmap(self, model, images, target):

@@ -10,32 +10,51 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dxai.data.transforms import Normalization
 from dxai.errors import DXAIError
 from dxai.explain.classifier_wrapper import evaluation_mode
-from dxai.explain.rde import RDE, _resolve_target
-from dxai.wavelets import (DEFAULT_MODE, DEFAULT_WAVELET, Bands, Shapes, WaveletTransform, apply_mask, check_levels,
-                           default_levels)
+from dxai.explain.inputs import Target, resolve_target
+from dxai.explain.rde import RDE
+from dxai.normalization import Normalization
+from dxai.wavelets import (
+    DEFAULT_MODE,
+    DEFAULT_WAVELET,
+    Bands,
+    Shapes,
+    WaveletTransform,
+    apply_mask,
+    check_levels,
+    default_levels,
+)
 
 
 class CartoonX(RDE):
-    """CartoonX explainer: ``CartoonX(classifier).attribute(images)`` -> ``RDEResult``.
+    """CartoonX explainer: ``CartoonX(classifier).attribute(images)`` -> masks (B, K);
+    ``explain`` -> ``Explanation`` with the cartoon image; ``optimize`` -> ``RDEResult``.
 
     ``levels`` (J) defaults to ``dxai.wavelets.default_levels`` of the image size; the mask
     has one entry per wavelet coefficient position, level and orientation, shared across
     colour channels. The explanation is the greyscale image's DWT times the mask, inverted
     and clamped to [0, 1]. With a ``mask_predictor`` (``dxai.nets.mask_predictor``: [0, 1]
-    images and classes in, masks out), ``attribute(..., init="predictor")`` starts from its mask.
+    images and classes in, masks out), ``init="predictor"`` (given here as the default, or per
+    call) starts from its mask.
+
+    Example::
+
+        cartoonx = CartoonX(classifier, normalization=Normalization.symmetric(3))
+        explanation = cartoonx.explain(images)       # images (B, 3, H, W) in [0, 1]
+        explanation.cartoon                          # (B, 1, H, W), the piece-wise smooth explanation
     """
 
     def __init__(self, classifier: nn.Module, *, normalization: Normalization | None = None,
                  levels: int | None = None, wavelet: str = DEFAULT_WAVELET, mode: str = DEFAULT_MODE,
                  lam: float = 20.0, lr: float = 1e-3, steps: int = 2000, num_samples: int = 64,
-                 distortion: str = "label", samples_per_call: int = 128, mask_predictor: nn.Module | None = None):
+                 distortion: str = "label", samples_per_call: int = 128, mask_predictor: nn.Module | None = None,
+                 init: str = "ones", class_names: list[str] | None = None):
         super().__init__(classifier, normalization=normalization, lam=lam, lr=lr, steps=steps,
-                         num_samples=num_samples, distortion=distortion, samples_per_call=samples_per_call)
+                         num_samples=num_samples, distortion=distortion, samples_per_call=samples_per_call,
+                         class_names=class_names)
         self.levels, self.wavelet, self.mode = levels, wavelet, mode
-        self.mask_predictor = mask_predictor
+        self.mask_predictor, self.init = mask_predictor, init
 
     def representation(self, img_size: tuple[int, int]) -> WaveletTransform:
         levels = default_levels(img_size) if self.levels is None else self.levels
@@ -50,14 +69,19 @@ class CartoonX(RDE):
             kept = apply_mask(representation.decompose(grey), masks)
             return representation.reconstruct(kept, tuple(images.shape[-2:])).clamp(0, 1)
 
-    def predicted_mask(self, images: torch.Tensor, target: torch.Tensor | int | None = None) -> Bands:
+    def optimize(self, images: torch.Tensor, target: Target = None, *, init: str | torch.Tensor | Bands | None = None,
+                 **options):
+        """``RDE.optimize``, from ``init`` (default: the one given to the constructor)."""
+        return super().optimize(images, target, init=self.init if init is None else init, **options)
+
+    def predicted_mask(self, images: torch.Tensor, target: Target = None) -> Bands:
         """The mask predictor's one-pass masks for ``images`` (B, C, H, W) in [0, 1] and the
         classes ``target`` (default: the predicted ones), without gradients."""
         if self.mask_predictor is None:
             raise DXAIError("init='predictor' needs a mask predictor: CartoonX(classifier, mask_predictor=...)")
-        self._check_images(images)
+        images = self.check(images)
         with torch.no_grad(), evaluation_mode(self.classifier), evaluation_mode(self.mask_predictor):
-            target = _resolve_target(target, self.classifier(images).softmax(-1))
+            target = resolve_target(target, self.classifier(images).softmax(-1), self.class_names)
             return [band.clamp(0, 1) for band in self.mask_predictor(images, target)]
 
     def initial_masks(self, init: str | torch.Tensor | Bands, shapes: Shapes, images: torch.Tensor,

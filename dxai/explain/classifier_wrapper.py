@@ -6,13 +6,13 @@ expects its own input normalisation; ``NormalizedClassifier`` applies it inside 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from dxai.data.transforms import Normalization
+from dxai.normalization import Normalization
 
 
 class NormalizedClassifier(nn.Module):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dxai.data.transforms import Normalization
 from dxai.explain.rde import RDE
+from dxai.normalization import Normalization
 from dxai.wavelets import Bands, ImageSize, Shapes
 
 
@@ -30,14 +30,15 @@ class PixelRepresentation(nn.Module):
 
 
 class PixelRDE(RDE):
-    """Pixel RDE explainer: ``PixelRDE(classifier).attribute(images)`` -> ``RDEResult``; the
-    explanation is the pixel mask itself."""
+    """Pixel RDE explainer: ``PixelRDE(classifier).attribute(images)`` -> masks (B, H * W);
+    ``explain`` -> ``Explanation`` whose ``cartoon`` is the pixel mask itself."""
 
     def __init__(self, classifier: nn.Module, *, normalization: Normalization | None = None,
                  lam: float = 4.0, lr: float = 1e-3, steps: int = 2000, num_samples: int = 64,
-                 distortion: str = "label", samples_per_call: int = 128):
+                 distortion: str = "label", samples_per_call: int = 128, class_names: list[str] | None = None):
         super().__init__(classifier, normalization=normalization, lam=lam, lr=lr, steps=steps,
-                         num_samples=num_samples, distortion=distortion, samples_per_call=samples_per_call)
+                         num_samples=num_samples, distortion=distortion, samples_per_call=samples_per_call,
+                         class_names=class_names)
 
     def representation(self, img_size: tuple[int, int]) -> PixelRepresentation:
         return PixelRepresentation()

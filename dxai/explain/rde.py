@@ -12,24 +12,27 @@ Coefficients and masks are band lists (see ``dxai.wavelets``): masks have one ch
 is shared across the colour channels. The loss of each image depends on that image alone
 (its own noise generator, its own mask), and the batch loss is the *sum* over images, so
 that Adam, which acts elementwise, optimises every image of a batch exactly as it would
-alone. ``rde_loss`` is the same objective as one differentiable function, for training a
-network that predicts masks.
+alone. ``RDEObjective.loss`` is the same objective as one differentiable function, for training
+a network that predicts masks.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from dxai.data.transforms import Normalization
 from dxai.errors import DXAIError
 from dxai.explain.classifier_wrapper import as_unit_range_classifier, evaluation_mode, expected_channels
+from dxai.explain.inputs import Target, check_images, class_indices, resolve_target
+from dxai.explanation import Explanation
+from dxai.normalization import Normalization
 from dxai.wavelets import Bands, ImageSize, Shapes, flatten_mask, mask_size, ones_mask, unflatten_mask
 
 DISTORTIONS = ("label", "l2", "kl", "maximize_target")
@@ -58,7 +61,7 @@ class AdaptiveNoise:
     std: list[list[float]]
 
     @classmethod
-    def of(cls, coefficients: Bands) -> "AdaptiveNoise":
+    def of(cls, coefficients: Bands) -> AdaptiveNoise:
         mean = torch.stack([band.flatten(1).mean(1) for band in coefficients], dim=1)
         std = torch.stack([band.flatten(1).std(1, correction=0) for band in coefficients], dim=1)
         return cls(mean.tolist(), std.tolist())
@@ -168,7 +171,7 @@ class RDEObjective:
     """
 
     def __init__(self, classifier: nn.Module, images: torch.Tensor, representation: Representation,
-                 target: torch.Tensor | int | Sequence[int] | None = None, lam: float = 20.0,
+                 target: Target = None, lam: float = 20.0,
                  num_samples: int = 64, distortion: str = "label"):
         if distortion not in DISTORTIONS:
             raise DXAIError(f"unknown distortion measure {distortion!r}; choose one of {DISTORTIONS}")
@@ -181,7 +184,7 @@ class RDEObjective:
             self.coefficients = representation.decompose(images)
             self.reference = classifier(images).softmax(-1)
         self.noise = AdaptiveNoise.of(self.coefficients)
-        self.target = _resolve_target(target, self.reference)
+        self.target = resolve_target(target, self.reference)
         self.band_shapes = [tuple(band.shape[1:]) for band in self.coefficients]
         self.image_size = tuple(images.shape[-2:])
 
@@ -237,37 +240,6 @@ class RDEObjective:
         return terms.sum(1)
 
 
-def _resolve_target(target, reference: torch.Tensor) -> torch.Tensor:
-    """The classes to explain: the predicted ones by default; an int applies to every image."""
-    batch_size, num_classes = reference.shape
-    if target is None:
-        return reference.argmax(1)
-    target = torch.as_tensor(target, device=reference.device)
-    if target.is_floating_point() or target.dim() > 1:
-        raise DXAIError(f"target must be an int or one int per image, not a {target.dtype} tensor "
-                        f"of shape {tuple(target.shape)}")
-    target = target.long().expand(batch_size) if target.dim() == 0 else target.long()
-    if target.shape[0] != batch_size:
-        raise DXAIError(f"got {target.shape[0]} targets for {batch_size} images; give one per image or one int")
-    if bool(((target < 0) | (target >= num_classes)).any()):
-        bad = int(target[(target < 0) | (target >= num_classes)][0])
-        raise DXAIError(f"target class {bad} is out of range: the classifier has {num_classes} classes "
-                        f"(0 to {num_classes - 1})")
-    return target
-
-
-def rde_loss(classifier: nn.Module, images: torch.Tensor, masks: Bands, representation: Representation,
-             target: torch.Tensor | int | Sequence[int] | None = None, lam: float = 20.0, num_samples: int = 64,
-             generator: Generators = None, distortion: str = "label") -> RDELoss:
-    """The per-image RDE loss of ``masks`` on ``images``, differentiable w.r.t. the masks.
-
-    The objective a mask predictor trains on; ``classifier`` takes [0, 1] images and should be
-    in eval mode. ``generator`` is one generator for the batch, one per image, or None.
-    """
-    return RDEObjective(classifier, images, representation, target, lam, num_samples, distortion).loss(
-        masks, generator)
-
-
 class MaskOptimizer:
     """Adam on a batch of masks, each projected back to [0, 1] after every step (Algorithm 1)."""
 
@@ -305,10 +277,6 @@ class RDEHistory:
         return self.distortion.mean(1)
 
     @property
-    def mean_l1(self) -> torch.Tensor:
-        return self.l1.mean(1)
-
-    @property
     def mean_loss(self) -> torch.Tensor:
         return self.loss.mean(1)
 
@@ -330,7 +298,10 @@ class RDEResult:
 
 
 class RDE(ABC):
-    """An RDE explainer with a captum-like ``attribute``; subclasses fix the representation.
+    """An RDE explainer; subclasses fix the representation.
+
+    ``attribute(images, target)`` returns the masks, ``explain`` an ``Explanation`` and
+    ``optimize`` the whole ``RDEResult`` (masks, explanation images, loss history).
 
     ``classifier`` is any torch module returning logits. With ``normalization`` it takes
     images as the model expects them and the explainer applies the normalisation to its [0, 1]
@@ -342,12 +313,13 @@ class RDE(ABC):
 
     def __init__(self, classifier: nn.Module, *, normalization: Normalization | None = None,
                  lam: float, lr: float = 1e-3, steps: int = 2000, num_samples: int = 64,
-                 distortion: str = "label", samples_per_call: int = 128):
+                 distortion: str = "label", samples_per_call: int = 128, class_names: Sequence[str] | None = None):
         if distortion not in DISTORTIONS:
             raise DXAIError(f"unknown distortion measure {distortion!r}; choose one of {DISTORTIONS}")
         if samples_per_call < 1:
             raise DXAIError(f"samples_per_call must be at least 1, not {samples_per_call}")
         self.classifier = as_unit_range_classifier(classifier, normalization)
+        self.normalization, self.class_names = normalization, class_names
         self.lam, self.lr, self.steps, self.num_samples = lam, lr, steps, num_samples
         self.distortion, self.samples_per_call = distortion, samples_per_call
 
@@ -359,10 +331,9 @@ class RDE(ABC):
     def visualize(self, images: torch.Tensor, masks: Bands, representation: nn.Module) -> torch.Tensor:
         """The explanation image of each mask: (B, 1, H, W) in [0, 1]."""
 
-    def attribute(self, images: torch.Tensor, target: torch.Tensor | int | Sequence[int] | None = None, *,
-                  init: str | torch.Tensor | Bands = "ones", steps: int | None = None,
-                  seed: int | Sequence[int] = 0, progress: bool = False) -> RDEResult:
-        """Explain ``images`` (B, C, H, W) in [0, 1].
+    def optimize(self, images: torch.Tensor, target: Target = None, *, init: str | torch.Tensor | Bands = "ones",
+                 steps: int | None = None, seed: int | Sequence[int] = 0, progress: bool = False) -> RDEResult:
+        """Optimise the masks of ``images`` (B, C, H, W) in [0, 1] and return everything about it.
 
         ``target``: the class to explain per image (default: the predicted one). ``init``:
         ``"ones"`` or a mask in [0, 1], as a band list or flat (B, K); it is the step-0 mask.
@@ -370,13 +341,15 @@ class RDE(ABC):
         explained with seed s in any batch gives the mask it gives alone with seed s.
         """
         steps = self.steps if steps is None else steps
-        self._check_images(images)
+        if steps < 0:
+            raise DXAIError(f"the number of optimisation steps must be 0 or more, not {steps}")
+        images = self.check(images)
         representation = self.representation(tuple(images.shape[-2:])).to(images.device, images.dtype)
         shapes = representation.mask_shapes(tuple(images.shape[-2:]))
         seeds = _seed_list(seed, images.shape[0])
         with evaluation_mode(self.classifier):
-            objective = RDEObjective(self.classifier, images, representation, target, self.lam,
-                                     self.num_samples, self.distortion)
+            objective = RDEObjective(self.classifier, images, representation, class_indices(target, self.class_names),
+                                     self.lam, self.num_samples, self.distortion)
             initial = self.initial_masks(init, shapes, images, objective.target)
             optimizer = MaskOptimizer(objective, initial, self.lr, seeds, self.samples_per_call)
             history = []
@@ -388,6 +361,28 @@ class RDE(ABC):
         masks = [band.detach() for band in optimizer.masks]
         return RDEResult(masks, self.visualize(images, masks, representation), objective.target,
                          objective.reference, _stack_history(history, images))
+
+    def attribute(self, images: torch.Tensor, target: Target = None, **options) -> torch.Tensor:
+        """The optimised masks of ``images`` in [0, 1] as one vector per image (B, K); ``options``
+        are those of ``optimize``.
+
+        Example::
+
+            masks = CartoonX(classifier, normalization=norm).attribute(images, target=3, steps=300)
+        """
+        return self.optimize(images, target, **options).flat_masks
+
+    def explain(self, images: torch.Tensor, target: Target = None, **options) -> Explanation:
+        """``optimize`` as an ``Explanation``: ``cartoon`` (the explanation image), ``mask``, the
+        target, prediction and probabilities; ``images`` in the classifier's input domain."""
+        result = self.optimize(images, target, **options)
+        model_images = images if self.normalization is None else self.normalization.normalize(torch.as_tensor(images))
+        return Explanation(images=model_images, target=result.target, predicted=result.probabilities.argmax(1),
+                           probabilities=result.probabilities, cartoon=result.explanations, mask=result.flat_masks)
+
+    def check(self, images) -> torch.Tensor:
+        """``images`` validated as a float batch in [0, 1] with the classifier's channel count."""
+        return check_images(images, type(self).__name__, expected_channels(self.classifier))
 
     def initial_masks(self, init: str | torch.Tensor | Bands, shapes: Shapes, images: torch.Tensor,
                       target: torch.Tensor) -> Bands:
@@ -410,20 +405,6 @@ class RDE(ABC):
         if any(bool(((band < 0) | (band > 1)).any()) for band in init):
             raise DXAIError("the initial mask must lie in [0, 1]")
         return [band.detach().to(images.device, images.dtype) for band in init]
-
-    def _check_images(self, images: torch.Tensor) -> None:
-        name = type(self).__name__
-        if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise DXAIError(f"{name} explains a batch of float images B x C x H x W, not {shape}")
-        channels = expected_channels(self.classifier)
-        if channels is not None and images.shape[1] != channels:
-            raise DXAIError(f"the classifier takes {channels}-channel images, but the images have "
-                            f"{images.shape[1]} channels")
-        low, high = float(images.min()), float(images.max())
-        if not (0.0 <= low and high <= 1.0):
-            raise DXAIError(f"{name} takes images in [0, 1], but these range from {low:.3g} to {high:.3g}; "
-                            "pass un-normalised images and give the model's normalisation as normalization=...")
 
 
 def _seed_list(seed: int | Sequence[int], batch_size: int) -> list[int]:

@@ -6,10 +6,10 @@ Both take images in the model domain ([-1, 1], see ``dxai.data.transforms``) and
 from __future__ import annotations
 
 import torch
-
-from dxai.errors import DXAIError
 from torch import nn
 from torchvision.models import resnet18
+
+from dxai.errors import DXAIError
 
 ARCHITECTURES = ("resnet18", "simple")
 

@@ -1,54 +1,79 @@
 """What every training stage shares: the Trainer, its logger, checkpoints and image panels.
 
 A stage's checkpoints live in ``<run>/checkpoints/<stage>/`` with ``last.ckpt`` for resuming.
-Loggers: wandb (offline unless an API key is configured; it never waits for a login) or CSV,
-with image panels saved as PNG under ``<run>/report/panels/`` in the CSV case.
+Loggers: wandb (online when logged in, offline otherwise; it never waits for a login; the stages
+of one run form one wandb group) or CSV. Image panels are saved as PNG under ``<run>/report/panels/``
+either way.
 """
 
 from __future__ import annotations
 
 import logging
+import netrc
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from dxai.config import Config
 from dxai.errors import DXAIError
 from dxai.panels import titled_grid
+from dxai.run_folder import checkpoint_dir
 
 log = logging.getLogger(__name__)
 LOGGERS = ("csv", "wandb")
 
 
-def checkpoint_dir(run_dir: Path, stage: str) -> Path:
-    return Path(run_dir) / "checkpoints" / stage
+def wandb_logged_in() -> bool:
+    """Whether wandb has credentials without asking: an API key in the environment or in ~/.netrc
+    (where ``wandb login`` stores it)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
-def resume_path(run_dir: Path, stage: str) -> str | None:
-    """``last.ckpt`` of a stage if an earlier, interrupted run left one."""
-    last = checkpoint_dir(run_dir, stage) / "last.ckpt"
-    return str(last) if last.is_file() else None
+def config_dict(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
 def make_logger(cfg: Config, run_dir: Path, stage: str):
+    """The stage's logger, with the resolved configuration logged. wandb goes online when the user
+    is logged in and offline otherwise (``WANDB_MODE`` set by the user wins); it never prompts."""
     if cfg.trainer.logger == "wandb":
-        if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") != "online":
+        if "WANDB_MODE" not in os.environ and not wandb_logged_in():
             os.environ["WANDB_MODE"] = "offline"
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
         if wandb.run is not None:  # the previous stage's run: each stage logs to its own
             wandb.finish()
-        return WandbLogger(project=f"dxai-{cfg.run.dataset}", name=f"{cfg.run.run_name}-{stage}",
-                           group=cfg.run.run_name, save_dir=str(run_dir), job_type=stage,
-                           id=f"{cfg.run.run_name}-{stage}", resume="allow")
-    if cfg.trainer.logger == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="csv", version=stage)
-    raise DXAIError(f"unknown logger {cfg.trainer.logger!r}; choose one of {LOGGERS}")
+        logger = WandbLogger(project=f"dxai-{cfg.run.dataset}", name=f"{cfg.run.run_name}-{stage}",
+                             group=cfg.run.run_name, save_dir=str(run_dir), job_type=stage,
+                             id=f"{cfg.run.run_name}-{stage}", resume="allow")
+    elif cfg.trainer.logger == "csv":
+        logger = CSVLogger(save_dir=str(run_dir), name="csv", version=stage)
+    else:
+        raise DXAIError(f"unknown logger {cfg.trainer.logger!r}; choose one of {LOGGERS}")
+    logger.log_hyperparams(config_dict(cfg))
+    return logger
+
+
+class StageProgressBar(TQDMProgressBar):
+    """Lightning's bar without the logger's version field (it would show the stage name cut short)."""
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 def parse_devices(devices: str):
@@ -61,15 +86,13 @@ def parse_devices(devices: str):
     return int(text)
 
 
-def make_trainer(cfg: Config, run_dir: Path, stage: str, max_steps: int, val_every_steps: int | None,
-                 callbacks: list | None = None, monitor: str | None = None) -> pl.Trainer:
-    """A Trainer for one stage with checkpointing (``last.ckpt`` + the best by ``monitor``)."""
-    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir(run_dir, stage), save_last=True, monitor=monitor,
-                                 mode="max", save_top_k=1 if monitor else 0,
+def make_trainer(cfg: Config, run_dir: Path, stage: str, max_steps: int, val_every_steps: int | None) -> pl.Trainer:
+    """A Trainer for one stage that keeps ``last.ckpt`` for resuming."""
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir(run_dir, stage), save_last=True, save_top_k=0,
                                  every_n_train_steps=val_every_steps or max_steps)
-    all_callbacks = [checkpoint, *(callbacks or [])]
+    all_callbacks = [checkpoint]
     if cfg.trainer.progress_bar:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=10))
+        all_callbacks.append(StageProgressBar(refresh_rate=10))
     logger = make_logger(cfg, run_dir, stage)
     if cfg.trainer.logger == "wandb":
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))

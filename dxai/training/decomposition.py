@@ -7,64 +7,45 @@ discriminator, then the generator and mapping network, then their EMA copies.
 
 Lightning counts every optimizer step in manual optimisation, so the Trainer's
 ``global_step`` is twice the iteration count; ``decomposition.max_steps`` counts iterations.
-The results are ``<run>/checkpoints/decomposition/{generator_ema,mapping_ema,discriminator}
-.safetensors`` (read them back with ``load_decomposition``) and the ``decomposition`` section
-of metrics.json.
+The stage runner (``dxai.stages.decomposition``) saves the EMA networks and the validation
+metrics this module computes.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from safetensors.torch import load_file, save
 from torch import nn
 from torch.nn import functional as F
 
-from dxai import losses
 from dxai.config import Config, TrainerConfig
-from dxai.data.datamodule import DXAIDataModule
-from dxai.data.transforms import Normalization
 from dxai.errors import DXAIError
-from dxai.evaluation.decomposition_metrics import (
-    auc_of_curve, beta_correct, class_part_corr, has_class_part, psnr, top_probability)
 from dxai.explanation import heatmap_decomposition
-from dxai.io import atomic_write_bytes, read_metrics, update_metrics
-from dxai.nets.discriminator import Discriminator
-from dxai.nets.generator import Generator, decompose
-from dxai.nets.mapping import MappingNetwork, class_styles
-from dxai.training.classifier import load_classifier
-from dxai.training.common import checkpoint_dir, log_image_panel, make_trainer, parse_devices, resume_path
+from dxai.measures.decomposition import (
+    auc_of_curve,
+    beta_correct,
+    class_part_corr,
+    has_class_part,
+    psnr,
+    top_probability,
+)
+from dxai.models import build_discriminator, build_generator, build_mapping
+from dxai.nets.generator import decompose
+from dxai.nets.mapping import class_styles
+from dxai.normalization import Normalization
+from dxai.run_folder import resume_path
+from dxai.training import losses
+from dxai.training.common import log_image_panel, parse_devices
 
 STAGE = "decomposition"
 OPTIMIZER_STEPS_PER_ITERATION = 2
-WEIGHT_FILES = ("generator_ema", "mapping_ema", "discriminator")
 
 
 class DecompositionError(DXAIError):
-    """Decomposition training that cannot go on, or its results missing."""
-
-
-def build_generator(cfg: Config) -> Generator:
-    d = cfg.decomposition
-    return Generator(cfg.data.img_size, cfg.data.img_channels, d.num_branches, d.base_channels, d.max_channels,
-                     d.num_downsample, d.num_bottleneck, d.style_dim)
-
-
-def build_mapping(cfg: Config, generator: Generator) -> MappingNetwork:
-    d = cfg.decomposition
-    return MappingNetwork(d.latent_dim, d.style_dim, cfg.data.num_classes, d.mapping_hidden,
-                          num_style_blocks=generator.num_style_blocks if d.style_per_block else 1)
-
-
-def build_discriminator(cfg: Config) -> Discriminator:
-    d = cfg.decomposition
-    return Discriminator(cfg.data.img_size, cfg.data.img_channels, cfg.data.num_classes, d.disc_base_channels,
-                         d.disc_max_channels)
+    """Decomposition training that cannot go on."""
 
 
 def alternative_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -102,7 +83,7 @@ class DecompositionModule(pl.LightningModule):
     """Generator, mapping network, discriminator, their EMA copies and the frozen classifier.
 
     The classifier is a submodule for device placement only: it is frozen, never optimised,
-    and left out of checkpoints (``load_classifier`` supplies it on resume).
+    and left out of checkpoints (the stage supplies it again on resume).
     """
 
     def __init__(self, cfg: Config, classifier: nn.Module, panel_batch: dict | None = None):
@@ -222,7 +203,8 @@ class DecompositionModule(pl.LightningModule):
         update_ema(self.mapping_ema, self.mapping, beta)
         self.log_dict({f"train_d/{k}": v.detach() for k, v in d_terms.items()}, batch_size=batch_size)
         self.log_dict({f"train_g/{k}": v.detach() for k, v in g_terms.items()}, batch_size=batch_size)
-        self.log("rec", g_terms["rec"].detach(), prog_bar=True, logger=False, batch_size=batch_size)
+        self.log_dict({"d": d_terms["total"].detach(), "g": g_terms["total"].detach(), "rec": g_terms["rec"].detach()},
+                      prog_bar=True, logger=False, batch_size=batch_size)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.iteration % self.cfg.decomposition.image_every_steps == 0:
@@ -346,80 +328,3 @@ def _process_count(trainer: TrainerConfig) -> int:
         uses_gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
         count = torch.cuda.device_count() if uses_gpu else 1
     return count * trainer.num_nodes
-
-
-def check_classifier(classifier: nn.Module, cfg: Config, class_names: list[str]) -> None:
-    """The classifier must output one logit per class of the data set."""
-    dummy = torch.zeros(1, cfg.data.img_channels, cfg.data.img_size, cfg.data.img_size)
-    with torch.no_grad():
-        outputs = classifier(dummy).shape[-1]
-    if outputs != cfg.data.num_classes or len(class_names) != cfg.data.num_classes:
-        raise DecompositionError(
-            f"the classifier outputs {outputs} classes, data.num_classes is {cfg.data.num_classes} and the data "
-            f"set has {len(class_names)} ({class_names}); train the classifier on this data set "
-            "(python train.py --stage classifier) or fix data.num_classes")
-
-
-def panel_batch(dataset, count: int) -> dict:
-    items = [dataset[i] for i in range(min(count, len(dataset)))]
-    return {"image": torch.stack([item["image"] for item in items]),
-            "label": torch.tensor([item["label"] for item in items])}
-
-
-def weight_path(run_dir: Path, name: str) -> Path:
-    return checkpoint_dir(run_dir, STAGE) / f"{name}.safetensors"
-
-
-def save_weights(module: DecompositionModule, run_dir: Path) -> None:
-    networks = {"generator_ema": module.generator_ema, "mapping_ema": module.mapping_ema,
-                "discriminator": module.discriminator}
-    for name, network in networks.items():
-        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-        atomic_write_bytes(weight_path(run_dir, name), save(state))
-
-
-def load_decomposition(cfg: Config, run_dir: Path) -> tuple[Generator, MappingNetwork]:
-    """The trained EMA generator and mapping network, frozen and in eval mode."""
-    missing = [str(weight_path(run_dir, n)) for n in WEIGHT_FILES[:2] if not weight_path(run_dir, n).is_file()]
-    if missing:
-        raise DecompositionError(f"{missing[0]} is missing; run the decomposition stage first "
-                                 "(python train.py --stage decomposition)")
-    generator = build_generator(cfg)
-    mapping = build_mapping(cfg, generator)
-    for network, name in ((generator, "generator_ema"), (mapping, "mapping_ema")):
-        try:
-            network.load_state_dict(load_file(str(weight_path(run_dir, name))))
-        except RuntimeError as error:
-            raise DecompositionError(f"{weight_path(run_dir, name)} does not fit the decomposition settings of "
-                                     f"this configuration: {str(error).splitlines()[0]}") from None
-    return generator.eval().requires_grad_(False), mapping.eval().requires_grad_(False)
-
-
-def is_done(cfg: Config, run_dir: Path) -> bool:
-    weights = all(weight_path(run_dir, name).is_file() for name in WEIGHT_FILES)
-    return weights and "recon_psnr" in read_metrics(run_dir).get(STAGE, {})
-
-
-def run(cfg: Config, run_dir: Path) -> dict:
-    """Train (or resume) the decomposition, save the EMA networks, record the validation metrics."""
-    d = cfg.decomposition
-    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    data = DXAIDataModule(cfg.data, batch_size=d.batch_size)
-    classifier = load_classifier(cfg, run_dir)
-    check_classifier(classifier, cfg, data.class_names)
-    module = DecompositionModule(cfg, classifier, panel_batch(data.val_set, d.num_panel_images))
-    gan_cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, strategy=gan_strategy(cfg.trainer)))
-    trainer = make_trainer(gan_cfg, run_dir, STAGE, max_steps=OPTIMIZER_STEPS_PER_ITERATION * d.max_steps,
-                           val_every_steps=min(d.val_every_steps, d.max_steps) or None, monitor=None)
-    with warnings.catch_warnings():
-        # Both are intended: the frozen classifier stays in eval mode, and a checkpoint holds the
-        # state after an iteration's updates, which is where a resumed run must continue.
-        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
-        warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization")
-        trainer.fit(module, datamodule=data, ckpt_path=resume_path(run_dir, STAGE))
-    trainer.validate(module, datamodule=data, verbose=False)
-    results = {**module.metrics, "iterations": module.iteration}
-    if trainer.is_global_zero:
-        save_weights(module, run_dir)
-        update_metrics(run_dir, STAGE, results)
-    return results

@@ -35,13 +35,6 @@ def auc_of_curve(accuracy, betas=BETAS) -> float:
     return float(np.trapezoid(accuracy, np.asarray(betas)) / accuracy[0] / max(betas))
 
 
-def beta_auc(classifier: nn.Module, images: torch.Tensor, distinct: torch.Tensor, labels: torch.Tensor,
-             betas=BETAS) -> float:
-    """beta-AUC of one batch of parts (DXAI's psi_distinct or a heatmap's w * x)."""
-    correct = beta_correct(classifier, images, distinct, labels, betas)
-    return auc_of_curve((correct / len(labels)).cpu().numpy(), betas)
-
-
 @torch.no_grad()
 def top_probability(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Per-image highest class probability (B); on an agnostic part 1/c is perfectly neutral."""

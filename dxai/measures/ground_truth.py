@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from dxai.data.transforms import Normalization
-from dxai.evaluation.decomposition_metrics import class_part_corr, psnr
+from dxai.measures.decomposition import class_part_corr, psnr
+from dxai.normalization import Normalization
 
 
 class GroundTruthScores:

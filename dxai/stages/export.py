@@ -15,52 +15,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-
 from dxai.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, WEIGHT_FILES, sha256
 from dxai.config import Config
 from dxai.data.datamodule import DXAIDataModule
-from dxai.data.transforms import Normalization
-from dxai.evaluation.speed import explainer_vs_integrated_gradients
-from dxai.inference import Explainer
 from dxai.io import read_metrics, update_metrics
+from dxai.models import cartoonx_settings, generator_settings, predictor_settings
 from dxai.nets.mapping import class_styles
-from dxai.training.classifier import load_classifier
-from dxai.training.decomposition import load_decomposition
-from dxai.training.masks import load_mask_predictor
-
-
+from dxai.normalization import Normalization
+from dxai.run_folder import bundle_dir, load_classifier, load_decomposition, load_mask_predictor, save_weights
 
 RANK_ZERO_ONLY = True
-
-
-def bundle_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "model"
-
-
-def generator_settings(cfg: Config) -> dict:
-    d = cfg.decomposition
-    return {"img_size": cfg.data.img_size, "img_channels": cfg.data.img_channels, "num_branches": d.num_branches,
-            "base_channels": d.base_channels, "max_channels": d.max_channels, "num_downsample": d.num_downsample,
-            "num_bottleneck": d.num_bottleneck, "style_dim": d.style_dim}
-
-
-def predictor_settings(cfg: Config) -> dict:
-    m, c = cfg.masks, cfg.cartoonx
-    return {"img_size": cfg.data.img_size, "channels": cfg.data.img_channels, "num_classes": cfg.data.num_classes,
-            "levels": c.levels, "wavelet": c.wavelet, "mode": c.mode, "base_channels": m.base_channels,
-            "max_channels": m.max_channels, "initial_keep": m.initial_keep}
-
-
-def cartoonx_settings(cfg: Config) -> dict:
-    c = cfg.cartoonx
-    return {"wavelet": c.wavelet, "levels": c.levels, "mode": c.mode, "lam": c.lam, "lr": c.lr,
-            "num_samples": c.num_samples, "distortion": c.distortion}
-
-
-def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
 def write_bundle(cfg: Config, run_dir: Path, class_names: list[str]) -> Path:
@@ -74,7 +38,7 @@ def write_bundle(cfg: Config, run_dir: Path, class_names: list[str]) -> Path:
     staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".model-"))
     try:
         for name, module in (("classifier", classifier), ("generator", generator), ("mask_predictor", predictor)):
-            save_file(_state(module), str(staging / WEIGHT_FILES[name]))
+            save_weights(module, staging / WEIGHT_FILES[name])
         manifest = {
             "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
             "dataset": cfg.run.dataset, "class_names": class_names,
@@ -102,19 +66,11 @@ def write_bundle(cfg: Config, run_dir: Path, class_names: list[str]) -> Path:
 
 
 def is_done(cfg: Config, run_dir: Path) -> bool:
-    return (bundle_dir(run_dir) / "model.json").is_file() and "inference" in read_metrics(run_dir)
-
-
-SPEED_IMAGES = 16
+    return (bundle_dir(run_dir) / "model.json").is_file() and "export" in read_metrics(run_dir)
 
 
 def run(cfg: Config, run_dir: Path) -> dict:
-    """Write the bundle, then time the Explainer it gives against Integrated Gradients."""
-    data = DXAIDataModule(cfg.data)
-    path = write_bundle(cfg, run_dir, data.class_names)
-    explainer = Explainer.from_bundle(path)
-    count = min(SPEED_IMAGES, len(data.val_set))
-    images = data.normalization.denormalize(torch.stack([data.val_set[i]["image"] for i in range(count)]))
-    speed = explainer_vs_integrated_gradients(explainer, images.clamp(0, 1))
-    update_metrics(run_dir, "inference", {**speed, "classifier": cfg.classifier.arch, "bundle": str(path)})
-    return {"bundle": str(path), "speedup_vs_integrated_gradients": speed["speedup_vs_integrated_gradients"]}
+    """Write the bundle from the run's trained stages."""
+    path = write_bundle(cfg, run_dir, DXAIDataModule(cfg.data).class_names)
+    update_metrics(run_dir, "export", {"bundle": str(path)})
+    return {"bundle": str(path)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dxai.evaluation.decomposition_metrics import BETAS, auc_of_curve
+from dxai.measures.decomposition import BETAS, auc_of_curve
 
 
 @torch.no_grad()

@@ -20,25 +20,26 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from dxai.config import Config
+from dxai.data.batches import first_images
 from dxai.data.datamodule import build_datasets
 from dxai.evaluation import plots, report
-from dxai.evaluation.beta_curves import BetaCurve
-from dxai.evaluation.decomposition_metrics import BETAS, top_probability
-from dxai.evaluation.ground_truth import GroundTruthScores
 from dxai.evaluation.matching import ClassifierMatching, load_comparison
 from dxai.evaluation.methods import build_methods
 from dxai.evaluation.rd_comparison import RDSettings, rd_comparison
+from dxai.evaluation.speed import explainer_vs_integrated_gradients
 from dxai.explanation import Explanation
 from dxai.inference import Explainer
 from dxai.io import read_metrics, update_metrics
-from dxai.training.common import make_logger
+from dxai.measures.beta_curves import BetaCurve
+from dxai.measures.decomposition import BETAS, top_probability
+from dxai.measures.ground_truth import GroundTruthScores
+from dxai.normalization import Normalization
+from dxai.run_folder import report_dir
+from dxai.training.common import make_logger, parse_devices
 
 RANK_ZERO_ONLY = True
 SECTION = "evaluation"
-
-
-def report_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "report"
+SPEED_IMAGES = 16  # the Explainer against Integrated Gradients-50 on these validation images
 
 
 def is_done(cfg: Config, run_dir: Path) -> bool:
@@ -46,8 +47,10 @@ def is_done(cfg: Config, run_dir: Path) -> bool:
 
 
 def _device(cfg: Config) -> torch.device:
-    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+    """The first device of ``trainer.devices`` on the configured accelerator (the CPU without a GPU)."""
+    devices = parse_devices(cfg.trainer.devices)
+    wants_gpu = cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() and devices != 0
+    return torch.device(f"cuda:{devices[0] if isinstance(devices, list) else 0}" if wants_gpu else "cpu")
 
 
 class MethodScores:
@@ -92,8 +95,9 @@ def _comparison(cfg: Config, classifier, num_classes: int, device) -> tuple[Clas
     other_classifier = other_classifier.to(device)
     exported = (Path(e.compare_classifier) / "model" / "model.json").is_file()
     other_explainer = Explainer.from_bundle(e.compare_classifier, device) if exported else None
-    methods = build_methods(other_explainer, other_classifier, e.matching_baselines, e.path_steps, e.batch_size,
-                            e.seed)
+    normalization = Normalization.symmetric(cfg.data.img_channels)
+    methods = build_methods(other_explainer, other_classifier, normalization, e.matching_baselines, e.path_steps,
+                            e.batch_size, e.seed)
     names = {"A": f"{cfg.run.run_name}, {cfg.classifier.arch}",
              "B": f"{Path(e.compare_classifier).name}, {other_cfg.classifier.arch}"}
     return ClassifierMatching({"A": classifier, "B": other_classifier}, num_classes), methods, names
@@ -104,22 +108,24 @@ def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device) -> tup
     first batch, and the matching table (None without a comparison classifier)."""
     e = cfg.evaluation
     classifier, num_classes = explainer.classifier, len(explainer.class_names)
-    methods = build_methods(explainer, classifier, e.baselines, e.path_steps, e.batch_size, e.seed)
+    methods = build_methods(explainer, classifier, explainer.normalization, e.baselines, e.path_steps, e.batch_size,
+                            e.seed)
     scores = {name: MethodScores(num_classes, explainer.normalization) for name in methods}
     matching, comparison_methods, names = _comparison(cfg, classifier, num_classes, device)
     first: dict[str, Explanation] = {}
     first_batch: dict = {}
     for index, batch in enumerate(loader):
         images, labels = batch["image"].to(device), batch["label"].to(device)
+        images01 = explainer.normalization.denormalize(images).clamp(0, 1)
         for name, method in methods.items():
-            explanation, seconds = _timed(method, images)
+            explanation, seconds = _timed(method, images01)
             scores[name].add(classifier, explanation, batch, seconds)
             if matching is not None:
                 matching.add("A", name, images, explanation.distinct, labels)
             if index == 0:
                 first[name] = explanation
         for name, method in comparison_methods.items():
-            matching.add("B", name, images, method(images).distinct, labels)
+            matching.add("B", name, images, method(images01).distinct, labels)
         if index == 0:
             first_batch = batch
     table = None if matching is None else {"classifiers": names, "beta_auc": matching.table(),
@@ -152,11 +158,6 @@ def _section(cfg: Config, explainer: Explainer, scores: dict[str, MethodScores],
             corr = section["gt_distinct_corr"]
             section["dxai_highest_gt_corr"] = all(corr["dxai"] > corr[name] for name in others)
     return section
-
-
-def _rd_images(val_set, count: int, normalization) -> torch.Tensor:
-    images = torch.stack([val_set[index]["image"] for index in range(min(count, len(val_set)))])
-    return normalization.denormalize(images).clamp(0, 1)
 
 
 def _panel_rows(labels: torch.Tensor, count: int) -> torch.Tensor:
@@ -203,11 +204,13 @@ def run(cfg: Config, run_dir: Path) -> dict:
     if e.rd_images > 0:
         settings = RDSettings(steps=e.rd_steps, lr=e.rd_lr, num_samples=e.rd_num_samples,
                               curve_samples=e.rd_curve_samples, seed=e.seed)
-        section["rate_distortion"] = rd_comparison(explainer, _rd_images(val_set, e.rd_images, explainer.normalization),
-                                                   settings)
+        rd_images = first_images(val_set, e.rd_images, explainer.normalization)
+        section["rate_distortion"] = rd_comparison(explainer, rd_images, settings)
     folder = report_dir(run_dir)
     images = _plots(section, {name: x.to("cpu") for name, x in first.items()}, first_batch, explainer,
                     e.panel_images, folder)
+    speed = explainer_vs_integrated_gradients(explainer, first_images(val_set, SPEED_IMAGES, explainer.normalization))
+    update_metrics(run_dir, "inference", {**speed, "classifier": cfg.classifier.arch})
     section["wall_seconds"] = time.perf_counter() - start
     section["files"] = sorted(path.name for path in images.values()) + ["report.md"]
     report.write_markdown(section, f"{cfg.run.dataset}/{cfg.run.run_name}", folder / "report.md")

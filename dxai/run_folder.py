@@ -1,0 +1,149 @@
+"""The run folder's layout: where every stage writes its outputs, and how later code reads them.
+
+    <run>/config.yaml                      the resolved configuration
+    <run>/checkpoints/<stage>/last.ckpt    Lightning's resume point of a training stage
+    <run>/checkpoints/classifier/classifier.safetensors
+    <run>/checkpoints/decomposition/{generator_ema,mapping_ema,discriminator}.safetensors
+    <run>/checkpoints/masks/mask_predictor.safetensors
+    <run>/model/                           the exported inference bundle (``dxai.bundle``)
+    <run>/report/                          metrics.json, report.md, plots and panels
+
+Weights are safetensors written atomically; the loaders return frozen networks in eval mode and
+say which stage to run when a file is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+from torch import nn
+
+from dxai.config import Config
+from dxai.errors import DXAIError
+from dxai.io import atomic_write_bytes
+from dxai.models import build_configured_classifier, build_generator, build_mapping, build_mask_predictor
+from dxai.nets.generator import Generator
+from dxai.nets.mapping import MappingNetwork
+from dxai.nets.mask_predictor import MaskPredictor
+
+DECOMPOSITION_WEIGHTS = ("generator_ema", "mapping_ema", "discriminator")
+
+
+class RunFolderError(DXAIError):
+    """A stage output that is missing or does not fit the configuration."""
+
+
+def checkpoint_dir(run_dir: Path, stage: str) -> Path:
+    return Path(run_dir) / "checkpoints" / stage
+
+
+def resume_path(run_dir: Path, stage: str) -> str | None:
+    """``last.ckpt`` of a stage if an earlier, interrupted run left one."""
+    last = checkpoint_dir(run_dir, stage) / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def report_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "report"
+
+
+def bundle_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / "model"
+
+
+def classifier_path(run_dir: Path) -> Path:
+    return checkpoint_dir(run_dir, "classifier") / "classifier.safetensors"
+
+
+def decomposition_path(run_dir: Path, name: str) -> Path:
+    return checkpoint_dir(run_dir, "decomposition") / f"{name}.safetensors"
+
+
+def predictor_path(run_dir: Path) -> Path:
+    return checkpoint_dir(run_dir, "masks") / "mask_predictor.safetensors"
+
+
+def distill_targets_path(run_dir: Path) -> Path:
+    return checkpoint_dir(run_dir, "masks") / "distill_targets.safetensors"
+
+
+def save_weights(module: nn.Module | dict[str, torch.Tensor], path: Path) -> None:
+    """A module's state dict (or a dict of tensors) as safetensors, written atomically."""
+    state = module.state_dict() if isinstance(module, nn.Module) else module
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from .safetensors, or a torch state dict / Lightning checkpoint (tensors only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunFolderError(f"classifier weights {path} do not exist")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    if not isinstance(state, dict):
+        raise RunFolderError(f"{path} holds no state dict of classifier weights")
+    return state
+
+
+def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], source: Path, cfg: Config) -> nn.Module:
+    """``state`` into the classifier ``model``, with a sentence for every way it can fail to fit."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise RunFolderError(
+            f"{source} does not fit a {cfg.classifier.arch} classifier ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[:3]}); "
+            f"pass --classifier with the architecture these weights were trained as")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise RunFolderError(
+                f"{source}: tensor {name} has shape {tuple(tensor.shape)} but the configuration needs "
+                f"{tuple(expected[name].shape)} ({cfg.data.num_classes} classes, {cfg.data.img_channels} "
+                f"channels, {cfg.data.img_size} px); weights trained for another class count, channel "
+                "count or image size do not fit this data set")
+    model.load_state_dict(state)
+    return model
+
+
+def _frozen(network: nn.Module) -> nn.Module:
+    return network.eval().requires_grad_(False)
+
+
+def _load(network: nn.Module, path: Path, stage: str, settings: str) -> nn.Module:
+    if not path.is_file():
+        raise RunFolderError(f"{path} is missing; run the {stage} stage first (python train.py --stage {stage})")
+    try:
+        network.load_state_dict(load_file(str(path)))
+    except RuntimeError as error:
+        raise RunFolderError(f"{path} does not fit the {settings} settings of this configuration: "
+                             f"{str(error).splitlines()[0]}") from None
+    return _frozen(network)
+
+
+def load_classifier(cfg: Config, run_dir: Path) -> nn.Module:
+    """The run's frozen classifier in eval mode (input: images in [-1, 1]; output: logits)."""
+    path = classifier_path(run_dir)
+    if not path.is_file():
+        raise RunFolderError(f"{path} is missing; run the classifier stage first "
+                             "(python train.py --stage classifier)")
+    return _frozen(load_weights_into(build_configured_classifier(cfg), load_file(str(path)), path, cfg))
+
+
+def load_decomposition(cfg: Config, run_dir: Path) -> tuple[Generator, MappingNetwork]:
+    """The trained EMA generator and mapping network, frozen and in eval mode."""
+    generator = build_generator(cfg)
+    mapping = build_mapping(cfg, generator)
+    return (_load(generator, decomposition_path(run_dir, "generator_ema"), "decomposition", "decomposition"),
+            _load(mapping, decomposition_path(run_dir, "mapping_ema"), "decomposition", "decomposition"))
+
+
+def load_mask_predictor(cfg: Config, run_dir: Path) -> MaskPredictor:
+    """The trained mask predictor, frozen and in eval mode (images in [0, 1] and classes in,
+    CartoonX masks out)."""
+    return _load(build_mask_predictor(cfg), predictor_path(run_dir), "masks", "masks and cartoonx")

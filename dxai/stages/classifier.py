@@ -1,0 +1,60 @@
+"""Classifier stage: train (or adopt) the classifier to be explained, then freeze it.
+
+The result is ``<run>/checkpoints/classifier/classifier.safetensors``; every later stage
+loads it with ``dxai.run_folder.load_classifier``. A user's own weights
+(``--classifier-weights``) are checked against the data set's class count and the
+architecture, then adopted as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from dxai.config import Config
+from dxai.data.datamodule import DXAIDataModule
+from dxai.errors import DXAIError
+from dxai.io import read_metrics, update_metrics
+from dxai.models import build_configured_classifier
+from dxai.run_folder import classifier_path, load_weights_into, read_state_dict, resume_path, save_weights
+from dxai.training.classifier import ClassifierModule
+from dxai.training.common import make_trainer
+
+
+def is_done(cfg: Config, run_dir: Path) -> bool:
+    return classifier_path(run_dir).is_file() and "val_accuracy" in read_metrics(run_dir).get("classifier", {})
+
+
+def run(cfg: Config, run_dir: Path) -> dict:
+    """Train the classifier (or adopt ``classifier.weights``), save it, record val accuracy."""
+    if cfg.classifier.neutral_background_weight and cfg.data.kind != "synthetic":
+        raise DXAIError("classifier.neutral_background_weight needs the true backgrounds of "
+                              "synthetic data; set it to 0 for folder data sets")
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    data = DXAIDataModule(cfg.data)
+    model = build_configured_classifier(cfg)
+    max_steps = cfg.classifier.max_steps
+    if cfg.classifier.weights:
+        source = Path(cfg.classifier.weights)
+        load_weights_into(model, read_state_dict(source), source, cfg)
+        max_steps = 0
+    module = ClassifierModule(model, cfg.classifier.lr, cfg.classifier.weight_decay, max(max_steps, 1),
+                              cfg.classifier.neutral_background_weight)
+    trainer = make_trainer(cfg, run_dir, "classifier", max_steps=max_steps,
+                           val_every_steps=min(cfg.classifier.val_every_steps, max_steps) or None)
+    if max_steps:
+        trainer.fit(module, datamodule=data, ckpt_path=resume_path(run_dir, "classifier"))
+    results = trainer.validate(module, datamodule=data, verbose=False)
+    accuracy = float(results[0]["val_accuracy"])
+    background_max_prob = results[0].get("val_background_max_prob")
+    if trainer.is_global_zero:
+        path = classifier_path(run_dir)
+        save_weights(model, path)
+        metrics = {"val_accuracy": accuracy, "arch": cfg.classifier.arch, "steps": trainer.global_step,
+                   "weights": str(cfg.classifier.weights or path)}
+        if background_max_prob is not None:  # synthetic data: top probability on the true backgrounds
+            metrics["background_max_prob"] = float(background_max_prob)
+        update_metrics(run_dir, "classifier", metrics)
+    trainer.strategy.barrier("classifier saved")  # the other ranks read it in the next stage
+    return {"val_accuracy": accuracy}

@@ -1,0 +1,93 @@
+"""Masks stage: train the amortized CartoonX mask predictor, then evaluate it against CartoonX.
+
+The results are ``<run>/checkpoints/masks/mask_predictor.safetensors`` (read it back with
+``dxai.run_folder.load_mask_predictor``), the ``masks`` section of metrics.json and the
+loss-curve plot of ``dxai.evaluation.masks``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from dxai.config import Config
+from dxai.data.batches import first_images
+from dxai.data.datamodule import DXAIDataModule
+from dxai.evaluation.masks import CurveSettings, evaluate_mask_predictor
+from dxai.io import read_metrics, update_metrics
+from dxai.models import build_cartoonx
+from dxai.normalization import Normalization
+from dxai.run_folder import distill_targets_path, load_classifier, predictor_path, report_dir, resume_path, save_weights
+from dxai.training.common import log_image_panel, make_trainer
+from dxai.training.masks import STAGE, MaskModule
+
+
+def distill_targets(cfg: Config, classifier: nn.Module, dataset, run_dir: Path) -> dict[str, torch.Tensor]:
+    """CartoonX masks of the first ``masks.distill_images`` training images, optimised once and
+    cached in the stage's checkpoint folder."""
+    path = distill_targets_path(run_dir)
+    if path.is_file():
+        return load_file(str(path))
+    m = cfg.masks
+    images = first_images(dataset, m.distill_images, Normalization.symmetric(cfg.data.img_channels))
+    result = build_cartoonx(cfg, classifier, m.eval_num_samples).optimize(images, steps=m.distill_steps,
+                                                                           seed=m.eval_seed)
+    targets = {"images": images, "target": result.target, "masks": result.flat_masks}
+    save_weights(targets, path)
+    return targets
+
+
+def curve_settings(cfg: Config) -> CurveSettings:
+    m = cfg.masks
+    return CurveSettings(steps=m.eval_steps, predictor_steps=m.eval_predictor_steps, num_samples=m.eval_num_samples,
+                         loss_samples=m.eval_loss_samples, every=m.eval_every, predictor_every=m.eval_predictor_every,
+                         seed=m.eval_seed)
+
+
+def is_done(cfg: Config, run_dir: Path) -> bool:
+    return predictor_path(run_dir).is_file() and "one_pass_loss_ratio" in read_metrics(run_dir).get(STAGE, {})
+
+
+def run(cfg: Config, run_dir: Path) -> dict:
+    """Train (or resume) the mask predictor, save it, evaluate it against CartoonX."""
+    m = cfg.masks
+    pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    data = DXAIDataModule(cfg.data, batch_size=m.batch_size)
+    classifier = load_classifier(cfg, run_dir)
+    normalization = Normalization.symmetric(cfg.data.img_channels)
+    distill = distill_targets(cfg, classifier, data.train_set, run_dir) if m.distill else None
+    module = MaskModule(cfg, classifier, first_images(data.val_set, m.num_panel_images, normalization), distill)
+    trainer = make_trainer(cfg, run_dir, STAGE, max_steps=m.max_steps,
+                           val_every_steps=min(m.image_every_steps, m.max_steps) or None)
+    trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=resume_path(run_dir, STAGE))
+    results = {}
+    if trainer.is_global_zero:
+        predictor = module.predictor.eval().requires_grad_(False)
+        save_weights(predictor, predictor_path(run_dir))
+        results = evaluate(cfg, trainer, classifier, predictor, data.val_set, run_dir)
+    trainer.strategy.barrier("mask predictor saved")
+    return {k: results[k] for k in ("one_pass_loss_ratio", "steps_to_optimum", "one_pass_ms_per_image",
+                                    "cartoonx_s_per_image") if k in results}
+
+
+def evaluate(cfg: Config, trainer: pl.Trainer, classifier: nn.Module, predictor: nn.Module, val_set,
+             run_dir: Path) -> dict:
+    """The predictor against CartoonX on the first ``masks.eval_images`` validation images (rank 0)."""
+    m = cfg.masks
+    device = trainer.strategy.root_device
+    images = first_images(val_set, m.eval_images, Normalization.symmetric(cfg.data.img_channels)).to(device)
+    cartoonx = build_cartoonx(cfg, classifier.to(device), m.eval_num_samples, predictor.to(device))
+    results = evaluate_mask_predictor(cartoonx, images, curve_settings(cfg), report_dir(run_dir))
+    panel = results.pop("panel")
+    log_image_panel(trainer, "masks/evaluation", panel[:m.num_panel_images].flatten(0, 1),
+                    ["image", "one pass", f"ones, {m.eval_steps}", f"pred., {m.eval_predictor_steps}"],
+                    caption="the predictor's one-pass cartoon, CartoonX from all-ones and CartoonX started "
+                            "from the predictor's mask (optimisation steps after the comma)")
+    results["train_steps"] = trainer.global_step
+    results["distill"] = m.distill
+    update_metrics(run_dir, STAGE, results)
+    return results
