@@ -79,6 +79,8 @@ class DecompositionConfig:
     max_channels: int = 128              # generator width cap per branch
     num_downsample: int = 2              # encoder/decoder resolution levels (img_size % 2**it == 0)
     num_bottleneck: int = 2              # ResBlks at the lowest resolution, in encoder and decoder each
+    encoder_blocks: list[int] | None = None  # ResBlks per encoder level, the last one downsampling (None: 1 each)
+    skip: str = "add"                    # U-Net skips: add (after upsampling) | concat (before it, official code)
     disc_base_channels: int = 32
     disc_max_channels: int = 256
     mapping_hidden: int = 256

@@ -26,7 +26,8 @@ def generator_settings(cfg: Config) -> dict:
     d = cfg.decomposition
     return {"img_size": cfg.data.img_size, "img_channels": cfg.data.img_channels, "num_branches": d.num_branches,
             "base_channels": d.base_channels, "max_channels": d.max_channels, "num_downsample": d.num_downsample,
-            "num_bottleneck": d.num_bottleneck, "style_dim": d.style_dim}
+            "num_bottleneck": d.num_bottleneck, "style_dim": d.style_dim,
+            "encoder_blocks": list(d.encoder_blocks) if d.encoder_blocks else 1, "skip": d.skip}
 
 
 def build_generator(cfg: Config) -> Generator:

@@ -26,7 +26,7 @@ def stage_module(name: str):
 # Settings that shape the data or the networks: a run folder's checkpoints only fit these.
 SHAPING_KEYS = ("data.kind", "data.family", "data.num_classes", "data.img_size", "data.img_channels",
                 "classifier.arch", "decomposition.num_branches", "decomposition.base_channels",
-                "decomposition.max_channels", "decomposition.num_downsample", "decomposition.num_bottleneck",
+                "decomposition.max_channels", "decomposition.num_downsample", "decomposition.num_bottleneck", "decomposition.encoder_blocks", "decomposition.skip",
                 "decomposition.style_dim", "decomposition.style_per_block", "decomposition.latent_dim",
                 "decomposition.mapping_hidden", "decomposition.disc_base_channels",
                 "decomposition.disc_max_channels", "cartoonx.levels", "cartoonx.wavelet", "cartoonx.mode",

@@ -1,5 +1,7 @@
 """The DXAI networks: shapes, branch independence, clear errors, deterministic class styles."""
 
+import json
+
 import pytest
 import torch
 
@@ -94,3 +96,32 @@ def test_class_styles_are_deterministic_means_and_decompose_uses_them():
 def test_discriminator_gives_one_logit_per_class(img_size):
     discriminator = Discriminator(img_size, 3, num_classes=4, base_channels=4, max_channels=8)
     assert discriminator(torch.randn(2, 3, img_size, img_size)).shape == (2, 4)
+
+
+def test_official_generator_shape_concatenates_skips_per_branch():
+    """The official code's layout: 4, 4, 4, 2 ResBlks per level and concatenated skips; branches stay apart."""
+    generator = Generator(32, 3, num_branches=3, base_channels=2, max_channels=8, num_downsample=2,
+                          num_bottleneck=1, style_dim=4, encoder_blocks=[3, 2], skip="concat")
+    assert sum(block.downsample for block in generator.encoder) == 2 and len(generator.encoder) == 3 + 2 + 1
+    upsampling = [block for block in generator.decoder if block.upsample]
+    assert [block.conv1.in_channels for block in upsampling] == [3 * 2 * 8, 3 * 2 * 4]  # n x 2 x width
+    x = torch.randn(2, 3, 32, 32)
+    branches = generator(x, torch.randn(2, 4))
+    assert branches.shape == (2, 3, 3, 32, 32)
+    # The skip concatenation keeps branches apart: branch 0's output owes nothing to branch 1's encoder.
+    branches[:, 0].sum().backward()
+    first = generator.encoder[0].conv1.weight.grad  # rows branch-major: 2 channels per branch
+    assert float(first[:2].abs().sum()) > 0 and float(first[2:].abs().sum()) == 0
+    with pytest.raises(DXAIError, match="one count >= 1 per encoder level"):
+        Generator(32, 3, num_downsample=2, encoder_blocks=[1, 2, 3])
+    with pytest.raises(DXAIError, match="skip must be one of"):
+        Generator(32, 3, num_downsample=2, skip="mul")
+
+
+def test_flops_bench_sizes_the_afhq_generator_like_the_official_code(capsys):
+    from dxai.bench.flops import main
+
+    main(["--json", "--datasets", "afhq"])
+    afhq = json.loads(capsys.readouterr().out)["afhq"]
+    assert afhq["generator"]["gflops"] <= 16 and 3.5e6 < afhq["generator"]["params"] < 4.0e6
+    assert set(afhq) == {"img_size", "generator", "mapping", "discriminator", "mask_predictor", "classifier"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import sys
 import time
 import warnings
@@ -79,10 +80,14 @@ def bench_setting(name: str, warmup: int, steps: int, batch_size: int | None = N
                          limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, train_dataloaders=loader)
     seconds = timer.end - timer.start
-    return {"img_size": cfg.data.img_size, "batch_size": batch_size, "branches": cfg.decomposition.num_branches,
-            "iterations": timer.timed, "seconds": round(seconds, 3),
-            "iterations_per_s": round(timer.timed / seconds, 4),
-            "images_per_s": round(timer.timed * batch_size / seconds, 3)}
+    result = {"img_size": cfg.data.img_size, "batch_size": batch_size, "branches": cfg.decomposition.num_branches,
+              "iterations": timer.timed, "seconds": round(seconds, 3),
+              "iterations_per_s": round(timer.timed / seconds, 4),
+              "images_per_s": round(timer.timed * batch_size / seconds, 3),
+              "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    if module.device.type == "cuda":
+        result["peak_gpu_gb"] = round(torch.cuda.max_memory_allocated(module.device) / 2**30, 2)
+    return result
 
 
 def _cpu_batch_size(name: str) -> int | None:
@@ -100,16 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    results = {"bench": "train", "device": device,
-               **{name: bench_setting(name, **SETTINGS[name], batch_size=args.batch_size or _cpu_batch_size(name))
-                  for name in args.settings}}
+    results = {"bench": "train", "device": device}
+    for name in args.settings:  # peak_rss_gb is the process's peak so far: the settings grow in this order
+        result = bench_setting(name, **SETTINGS[name], batch_size=args.batch_size or _cpu_batch_size(name))
+        results[f"{name}_{result['img_size']}px"] = result
     if args.json:
         print(json.dumps(results))
     else:
-        for name in args.settings:
-            r = results[name]
-            print(f"{name:10s} {r['img_size']:4d} px  batch {r['batch_size']:3d}  {r['iterations_per_s']:8.3f} it/s  "
-                  f"{r['images_per_s']:9.2f} images/s")
+        for key, r in results.items():
+            if isinstance(r, dict):
+                print(f"{key:14s} batch {r['batch_size']:3d}  {r['iterations_per_s']:8.3f} it/s  "
+                      f"{r['images_per_s']:9.2f} images/s  peak RSS {r['peak_rss_gb']:.2f} GB")
     return 0
 
 

@@ -7,12 +7,16 @@ psi_1, the sum of the others the class-agnostic part.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from dxai.errors import DXAIError
 from dxai.nets.blocks import AdainResBlk, ResBlk
+
+SKIPS = ("add", "concat")
 
 
 class GeneratorError(DXAIError):
@@ -24,14 +28,20 @@ class Generator(nn.Module):
 
     All branches share the input image and the style vector but no weights: convolutions have
     ``groups=num_branches`` and every parameter's first dimension is ``num_branches`` equal
-    blocks, block k belonging to branch k. Skips add the encoder's features to the decoder's
-    at the same resolution, branch by branch. Width per branch doubles at every downsampling,
+    blocks, block k belonging to branch k. Width per branch doubles at every downsampling,
     from ``base_channels`` up to ``max_channels``.
+
+    ``encoder_blocks`` is the number of ResBlks per encoder level (one int for all, or one per
+    level; the last block of a level downsamples). ``skip`` joins encoder and decoder branch by
+    branch: ``"add"`` adds the encoder's features before a downsampling to the decoder's after the
+    matching upsampling; ``"concat"`` (the official DXAI code's ``GroupedGenerator``) concatenates a
+    level's output to the decoder's input of the matching upsampling block, which then takes twice
+    the width.
     """
 
     def __init__(self, img_size: int, img_channels: int = 3, num_branches: int = 5, base_channels: int = 32,
                  max_channels: int = 256, num_downsample: int = 4, num_bottleneck: int = 2,
-                 style_dim: int = 64):
+                 style_dim: int = 64, encoder_blocks: int | Sequence[int] = 1, skip: str = "add"):
         super().__init__()
         bottom = img_size // 2**num_downsample
         if num_downsample < 1 or img_size % 2**num_downsample or bottom < 2:
@@ -42,18 +52,27 @@ class Generator(nn.Module):
         if num_branches < 2:
             raise GeneratorError(f"decomposition.num_branches must be at least 2 (distinct + agnostic), "
                                  f"not {num_branches}")
+        if skip not in SKIPS:
+            raise GeneratorError(f"decomposition.skip must be one of {SKIPS}, not {skip!r}")
+        per_level = [encoder_blocks] * num_downsample if isinstance(encoder_blocks, int) else list(encoder_blocks)
+        if len(per_level) != num_downsample or min(per_level) < 1:
+            raise GeneratorError(f"decomposition.encoder_blocks must be one count >= 1 per encoder level "
+                                 f"({num_downsample} levels), not {encoder_blocks}")
         self.img_size, self.img_channels, self.num_branches = img_size, img_channels, num_branches
-        self.style_dim = style_dim
+        self.style_dim, self.skip = style_dim, skip
         n = num_branches
         widths = [min(base_channels * 2**i, max_channels) for i in range(num_downsample + 1)]
         self.from_rgb = nn.Conv2d(img_channels, n * widths[0], 3, padding=1)
-        self.encoder = nn.ModuleList(
-            [ResBlk(widths[i], widths[i + 1], normalize=True, downsample=True, groups=n)
-             for i in range(num_downsample)]
-            + [ResBlk(widths[-1], widths[-1], normalize=True, groups=n) for _ in range(num_bottleneck)])
+        encoder: list[nn.Module] = []
+        for level, count in enumerate(per_level):
+            encoder += [ResBlk(widths[level], widths[level], normalize=True, groups=n) for _ in range(count - 1)]
+            encoder.append(ResBlk(widths[level], widths[level + 1], normalize=True, downsample=True, groups=n))
+        encoder += [ResBlk(widths[-1], widths[-1], normalize=True, groups=n) for _ in range(num_bottleneck)]
+        self.encoder = nn.ModuleList(encoder)
+        skip_factor = 2 if skip == "concat" else 1
         self.decoder = nn.ModuleList(
             [AdainResBlk(widths[-1], widths[-1], style_dim, groups=n) for _ in range(num_bottleneck)]
-            + [AdainResBlk(widths[i + 1], widths[i], style_dim, upsample=True, groups=n)
+            + [AdainResBlk(skip_factor * widths[i + 1], widths[i], style_dim, upsample=True, groups=n)
                for i in reversed(range(num_downsample))])
         self.to_rgb = nn.Conv2d(n * widths[0], n * img_channels, 1, groups=n)
 
@@ -79,18 +98,28 @@ class Generator(nn.Module):
         h = self.from_rgb(x)
         skips = []
         for block in self.encoder:
-            if block.downsample:
+            if block.downsample and self.skip == "add":
                 skips.append(h)
             h = block(h)
+            if block.downsample and self.skip == "concat":
+                skips.append(h)
         features = []
         for block, block_style in zip(self.decoder, styles):
+            if block.upsample and self.skip == "concat":
+                h = _concat_per_branch(skips.pop(), h, self.num_branches)
             h = block(h, block_style)
-            if block.upsample:
+            if block.upsample and self.skip == "add":
                 h = h + skips.pop()
             features.append(h)
         branches = self.to_rgb(F.leaky_relu(h, 0.2))
         branches = branches.view(x.shape[0], self.num_branches, self.img_channels, *x.shape[-2:])
         return (branches, features) if return_features else branches
+
+
+def _concat_per_branch(a: torch.Tensor, b: torch.Tensor, num_branches: int) -> torch.Tensor:
+    """Concatenate two branch-major tensors B x (n * Ca) and B x (n * Cb) branch by branch."""
+    joined = torch.cat([a.unflatten(1, (num_branches, -1)), b.unflatten(1, (num_branches, -1))], dim=2)
+    return joined.flatten(1, 2)
 
 
 def _fitting_downsample(img_size: int) -> int:
