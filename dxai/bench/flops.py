@@ -16,8 +16,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dxai.config import load_config
-from dxai.models import (build_configured_classifier, build_discriminator, build_generator, build_mapping,
-                         build_mask_predictor)
+from dxai.models import (
+    build_configured_classifier,
+    build_discriminator,
+    build_generator,
+    build_mapping,
+    build_mask_predictor,
+)
 
 
 def _count(network: nn.Module, *inputs: torch.Tensor) -> dict:

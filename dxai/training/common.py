@@ -1,6 +1,7 @@
 """What every training stage shares: the Trainer, its logger, checkpoints and image panels.
 
-A stage's checkpoints live in ``<run>/checkpoints/<stage>/`` with ``last.ckpt`` for resuming.
+A stage's checkpoints live in ``<run>/checkpoints/<stage>/`` with ``last.ckpt`` for resuming; they
+are written atomically (``AtomicCheckpointIO``), so a kill or a full disk leaves the previous one whole.
 Loggers: wandb (online when logged in, offline otherwise; it never waits for a login; the stages
 of one run form one wandb group) or CSV. Image panels are saved as PNG under ``<run>/report/panels/``
 either way.
@@ -17,11 +18,13 @@ from urllib.parse import urlparse
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from dxai.config import Config
 from dxai.errors import DXAIError
+from dxai.io import atomic_write
 from dxai.panels import titled_grid
 from dxai.run_folder import checkpoint_dir
 
@@ -67,6 +70,26 @@ def make_logger(cfg: Config, run_dir: Path, stage: str):
     return logger
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoints, written the way dxai writes every file: a temporary file beside
+    the target, fsynced, given the umask's permissions and renamed into place. Lightning's own writer
+    overwrites ``last.ckpt`` in place, so a full disk or a kill left it truncated."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        atomic_write(Path(path), lambda handle: torch.save(checkpoint, handle))
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except (RuntimeError, EOFError, ValueError) as error:
+            if isinstance(error, DXAIError):
+                raise
+            raise DXAIError(f"{path} is not a readable checkpoint ({str(error).splitlines()[0]}); move it aside "
+                            f"(e.g. to {Path(path).name}.corrupt) to run its stage again from the start") from None
+
+
 class StageProgressBar(TQDMProgressBar):
     """Lightning's bar without the logger's version field (it would show the stage name cut short)."""
 
@@ -103,6 +126,7 @@ def make_trainer(cfg: Config, run_dir: Path, stage: str, max_steps: int, val_eve
         check_val_every_n_epoch=None if val_every_steps else 1, logger=logger, callbacks=all_callbacks,
         enable_progress_bar=cfg.trainer.progress_bar, log_every_n_steps=10, default_root_dir=str(run_dir),
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
