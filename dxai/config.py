@@ -91,6 +91,7 @@ class DecompositionConfig:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     weight_decay: float = 1e-4
     ema_beta: float = 0.999
+    objective: str = "paper"             # paper (eq. 5-15) | neutral (definition 1: x_hat^y~ pushed to uniform)
     lambda_adv: float = 2.0              # loss weights of the DXAI paper, eq. 14-15
     lambda_kld: float = 1.0
     lambda_cf: float = 2.0
@@ -295,3 +296,136 @@ def read_config(path: Path) -> Config:
 
 
 __all__ = ["Config", "ConfigError", "MISSING", "load_config", "save_config", "read_config"]
+
+
+# --- validation of a loaded configuration, before any work starts --------------------------------
+
+_FLAG_OF = {  # configuration key -> the train.py flag that sets it, for messages
+    "data.root": "--data-root", "data.img_size": "--img-size", "data.batch_size": "--batch-size",
+    "trainer.devices": "--devices", "trainer.num_nodes": "--num-nodes", "trainer.strategy": "--strategy",
+    "trainer.precision": "--precision", "trainer.logger": "--logger", "trainer.seed": "--seed",
+    "run.runs_dir": "--runs-dir", "run.run_name": "--run-name", "classifier.arch": "--classifier",
+    "classifier.max_steps": "--max-steps", "decomposition.max_steps": "--max-steps",
+    "masks.max_steps": "--max-steps",
+}
+# Lightning's precision values (lightning_fabric.connector._PRECISION_INPUT), as strings.
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16")
+
+
+def _named(key: str) -> str:
+    flag = _FLAG_OF.get(key)
+    return f"{flag} ({key})" if flag else key
+
+
+def _lightning_names(kind: str) -> list[str] | None:
+    """Lightning's registered strategies or accelerators; None when Lightning cannot be asked."""
+    try:
+        if kind == "strategy":
+            from pytorch_lightning.strategies import StrategyRegistry
+            return ["auto", *StrategyRegistry.available_strategies()]
+        from pytorch_lightning.accelerators import AcceleratorRegistry
+        return ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    except Exception:  # noqa: BLE001 - validation must not fail because Lightning changed
+        return None
+
+
+def check_run_name(name) -> None:
+    """A run name is one plain folder name inside ``<runs-dir>/<dataset>/``."""
+    text = str(name)
+    if (not isinstance(name, str) or not text.strip() or text in (".", "..") or "/" in text or "\\" in text
+            or "${" in text or "\0" in text):
+        raise ConfigError(f"--run-name (run.run_name) must be a plain folder name (letters, digits, '-', '_', "
+                          f"'.'; no '/', '..' or '${{'), not {text!r}; it names a folder inside "
+                          "<runs-dir>/<dataset>/")
+
+
+def _fitting_sizes(num_downsample: int) -> str:
+    step = 2 ** num_downsample
+    return f"{max(2 * step, 32 // step * step)} or {max(4 * step, 64 // step * step)}"
+
+
+TRAINED_STAGES = ("classifier", "decomposition", "masks")
+GENERATOR_STAGES = ("decomposition", "masks", "export", "evaluate")  # the stages that build the generator
+
+
+def validate(cfg: Config, stage: str = "all") -> Config:
+    """Check the settings that would otherwise fail deep inside a stage (or, worse, train nothing
+    and succeed): counts, Trainer flags, the run name, for the stage(s) about to run (``all`` or one
+    name). Raises a ``ConfigError`` naming the flag or key and the fix; returns ``cfg`` unchanged."""
+    import re
+
+    problems: list[str] = []
+    runs = (lambda name: stage in ("all", name)) if isinstance(stage, str) else (lambda name: name in stage)
+
+    def at_least(key: str, value, low: int, optional: bool = False) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems.append(f"{_named(key)} must be a whole number {low} or more, not {value!r}")
+
+    check_run_name(cfg.run.run_name)
+    if not str(cfg.run.runs_dir or "").strip():
+        problems.append("--runs-dir (run.runs_dir) must name a folder")
+    d = cfg.data
+    at_least("data.batch_size", d.batch_size, 1)
+    at_least("data.img_size", d.img_size, 8)
+    at_least("data.num_classes", d.num_classes, 2)
+    at_least("data.num_workers", d.num_workers, 0)
+    if d.kind == "synthetic":
+        at_least("data.train_size", d.train_size, 1)
+        at_least("data.val_size", d.val_size, 1)
+    if d.img_channels not in (1, 3):
+        problems.append(f"data.img_channels must be 1 (grey) or 3 (RGB), not {d.img_channels!r}")
+    if runs("classifier"):
+        if not cfg.classifier.weights:  # adopted weights are not trained: their max_steps is unused
+            at_least("classifier.max_steps", cfg.classifier.max_steps, 1)
+        at_least("classifier.val_every_steps", cfg.classifier.val_every_steps, 1)
+    m = cfg.decomposition
+    if runs("decomposition"):
+        at_least("decomposition.max_steps", m.max_steps, 1)
+        at_least("decomposition.batch_size", m.batch_size, 1, optional=True)
+        at_least("decomposition.val_every_steps", m.val_every_steps, 1)
+        at_least("decomposition.image_every_steps", m.image_every_steps, 1)
+    if any(runs(name) for name in GENERATOR_STAGES):
+        at_least("decomposition.num_branches", m.num_branches, 2)
+        at_least("decomposition.num_downsample", m.num_downsample, 1)
+    if (any(runs(name) for name in GENERATOR_STAGES) and isinstance(d.img_size, int)
+            and isinstance(m.num_downsample, int) and m.num_downsample >= 1):
+        step = 2 ** m.num_downsample
+        if d.img_size % step or d.img_size // step < 2:
+            fitting = [n for n in range(1, 8) if d.img_size % 2 ** n == 0 and d.img_size // 2 ** n >= 2]
+            fix = (f"set decomposition.num_downsample to one of {fitting}, or --img-size (data.img_size) to a "
+                   f"multiple of {step} such as {_fitting_sizes(m.num_downsample)}" if fitting else
+                   f"no num_downsample fits {d.img_size} px: set --img-size (data.img_size) to a multiple of "
+                   f"{step} such as {_fitting_sizes(m.num_downsample)}")
+            problems.append(f"the generator cannot take {d.img_size} px images with decomposition.num_downsample="
+                            f"{m.num_downsample}: the image size must be divisible by {step} and leave at least "
+                            f"2 px at the bottom; {fix}")
+    if runs("masks"):
+        at_least("masks.max_steps", cfg.masks.max_steps, 1)
+        at_least("masks.batch_size", cfg.masks.batch_size, 1, optional=True)
+        at_least("masks.image_every_steps", cfg.masks.image_every_steps, 1)
+    if runs("evaluate"):
+        at_least("evaluation.batch_size", cfg.evaluation.batch_size, 1)
+    t = cfg.trainer
+    at_least("trainer.num_nodes", t.num_nodes, 1)
+    at_least("trainer.cpu_threads", t.cpu_threads, 1, optional=True)
+    devices = str(t.devices).strip()
+    if not (devices in ("auto", "-1") or re.fullmatch(r"0*[1-9]\d*|\d+(\s*,\s*\d+)*\s*,", devices)
+            or re.fullmatch(r"\d+(\s*,\s*\d+)+", devices)):
+        problems.append(f"--devices (trainer.devices) must be a count (1, 8), a list of device indices (0,1 or 3,) "
+                        f"or auto, not {t.devices!r}")
+    if str(t.precision) not in PRECISIONS:
+        problems.append(f"--precision (trainer.precision) must be one of Lightning's {list(PRECISIONS)}, "
+                        f"not {t.precision!r}")
+    if t.logger not in ("csv", "wandb"):
+        problems.append(f"--logger (trainer.logger) must be csv or wandb, not {t.logger!r}")
+    for kind, key, value in (("strategy", "trainer.strategy", t.strategy),
+                             ("accelerator", "trainer.accelerator", t.accelerator)):
+        known = _lightning_names(kind)
+        if known is not None and str(value) not in known:
+            problems.append(f"{_named(key)} must be one of Lightning's {kind} names {known}, not {value!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return cfg

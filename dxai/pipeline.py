@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from dxai.config import Config, read_config, save_config
+from dxai.config import Config, read_config, save_config, validate
 from dxai.errors import DXAIError
-from dxai.io import update_metrics
+from dxai.io import TMP_SUFFIX, update_metrics
 from dxai.stages import STAGES
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,8 @@ def stage_module(name: str):
 # Settings that shape the data or the networks: a run folder's checkpoints only fit these.
 SHAPING_KEYS = ("data.kind", "data.family", "data.num_classes", "data.img_size", "data.img_channels",
                 "classifier.arch", "decomposition.num_branches", "decomposition.base_channels",
-                "decomposition.max_channels", "decomposition.num_downsample", "decomposition.num_bottleneck", "decomposition.encoder_blocks", "decomposition.skip",
+                "decomposition.max_channels", "decomposition.num_downsample", "decomposition.num_bottleneck",
+                "decomposition.encoder_blocks", "decomposition.skip",
                 "decomposition.style_dim", "decomposition.style_per_block", "decomposition.latent_dim",
                 "decomposition.mapping_hidden", "decomposition.disc_base_channels",
                 "decomposition.disc_max_channels", "cartoonx.levels", "cartoonx.wavelet", "cartoonx.mode",
@@ -38,8 +41,15 @@ def _value(cfg: Config, key: str):
     return getattr(getattr(cfg, section), name, None)
 
 
+def _same_root(saved: str | None, root: str | None) -> bool:
+    if saved is None or root is None:
+        return saved == root
+    return os.path.abspath(os.path.expanduser(saved)) == os.path.abspath(os.path.expanduser(root))
+
+
 def check_same_shape(cfg: Config, run_dir: Path) -> None:
-    """Refuse to continue a run folder whose checkpoints were made with other network or data shapes."""
+    """Refuse to continue a run folder whose checkpoints were made with other network or data shapes,
+    or on another data folder."""
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return
@@ -49,14 +59,46 @@ def check_same_shape(cfg: Config, run_dir: Path) -> None:
     if changed:
         raise DXAIError(f"{run_dir} was trained with other settings ({'; '.join(changed)}); its checkpoints do "
                         "not fit them. Use a new --run-name, or the settings of that run")
+    if not _same_root(saved.data.root, cfg.data.root):
+        raise DXAIError(f"{run_dir} was trained on the data in {saved.data.root}, not {cfg.data.root}; its "
+                        f"classifier and checkpoints belong to that data. Use a new --run-name for {cfg.data.root}, "
+                        f"or --data-root {saved.data.root} to continue this run")
+
+
+def clean_leftovers(run_dir: Path) -> list[Path]:
+    """Remove what a killed run left in ``run_dir``: temporary files of atomic writes (``.*.tmp``) and
+    export staging folders (``.model-*``). If a kill came between the export's two renames, the
+    previous bundle (``.model-old-*``) is put back as ``model/``. Returns what was removed."""
+    removed: list[Path] = []
+    bundle = run_dir / "model"
+    for old in sorted(run_dir.glob(".model-old-*")):
+        if not bundle.exists() and (old / "model.json").is_file():
+            old.rename(bundle)
+            log.info("restored %s from %s, left by an interrupted export", bundle, old.name)
+    for staging in sorted(run_dir.glob(".model-*")):
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    for tmp in sorted(run_dir.rglob(f".*{TMP_SUFFIX}")):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d file(s) and folder(s) an interrupted run left in %s", len(removed), run_dir)
+    return removed
 
 
 def run_pipeline(cfg: Config, stage: str = "all") -> Path:
     """Run one stage (always) or all of them (skipping those already done); return the run folder."""
+    if stage != "all":
+        stage_module(stage)  # an unknown stage is refused before any work
+    validate(cfg, stage)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     check_same_shape(cfg, run_dir)
-    save_config(cfg, run_dir / "config.yaml")
+    if rank_zero_only.rank == 0:  # the other ranks start at the same time: one writer, one cleaner
+        clean_leftovers(run_dir)
+        save_config(cfg, run_dir / "config.yaml")
     if cfg.trainer.cpu_threads:
         torch.set_num_threads(cfg.trainer.cpu_threads)
     names = list(STAGES) if stage == "all" else [stage]

@@ -46,12 +46,14 @@ def checkpoint_step(run_dir: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
 
 
-def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(tiny):
-    cfg = load_config("synthetic", tiny + ["decomposition.max_steps=4"])
+@pytest.mark.parametrize("objective", ["paper", "neutral"])
+def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(tiny, objective):
+    cfg = load_config("synthetic", tiny + ["decomposition.max_steps=4", f"decomposition.objective={objective}"])
     run_dir = run_pipeline(cfg, "decomposition")
     section = json.loads((run_dir / "report" / "metrics.json").read_text())["decomposition"]
-    for key in ("recon_psnr", "beta_auc", "random_beta_auc", "agnostic_max_prob", "gt_distinct_corr",
-                "gt_agnostic_psnr", "gt_background_max_prob", "gt_agnostic_corr"):
+    for key in ("recon_psnr", "beta_auc", "neutral_auc", "distinct_energy", "random_beta_auc", "agnostic_max_prob",
+                "gt_distinct_corr", "gt_distinct_error", "gt_energy_inside", "gt_agnostic_psnr",
+                "gt_background_max_prob", "gt_agnostic_corr"):
         assert isinstance(section[key], float), key
     assert len(section["gt_distinct_corr_by_class"]) == 3
     assert all(corr is None or -1 <= corr <= 1 for corr in section["gt_distinct_corr_by_class"])

@@ -107,8 +107,11 @@ def test_evaluate_stage_writes_the_report(runs):
     metrics = json.loads((run_dir / "report" / "metrics.json").read_text())
     section = metrics["evaluation"]
     assert metrics["inference"]["speedup_vs_integrated_gradients"] > 0
-    assert set(section["beta_auc"]) == set(METHODS)
-    assert set(section["gt_distinct_corr"]) == set(METHODS)
+    references = {"reference_truth", "reference_zero", "reference_image"}
+    assert set(section["beta_auc"]) == set(METHODS) | references
+    assert section["gt_distinct_error"]["reference_truth"] == 0 and section["gt_distinct_error"]["reference_zero"] == 1
+    assert set(section["neutral_auc"]) == set(METHODS) | references
+    assert set(section["gt_distinct_corr"]) == set(METHODS) | references
     assert all(len(section["beta_accuracy"][name]) == 11 for name in METHODS)
     assert section["num_images"] == 12 and section["matching"] is None
     rd = section["rate_distortion"]

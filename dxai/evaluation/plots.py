@@ -22,7 +22,8 @@ from dxai.panels import to_pil  # noqa: E402
 
 METHOD_NAMES = {"dxai": "DXAI", "random": "Random", "grad_cam": "Grad-CAM", "guided_grad_cam": "Guided Grad-CAM",
                 "integrated_gradients": "Integrated Gradients", "gradient_shap": "Gradient SHAP", "lrp": "LRP",
-                "internal_influence": "Internal Influence"}
+                "internal_influence": "Internal Influence", "reference_truth": "the true class part (reference)",
+                "reference_zero": "the zero part (reference)", "reference_image": "the image itself (reference)"}
 RD_NAMES = {"cartoonx": "CartoonX", "predictor": "mask predictor (one pass)", "random_wavelet": "random (wavelet)",
             "pixel_rde": "Pixel RDE", "random_pixel": "random (pixel)"}
 RD_STYLES = {"cartoonx": ("tab:blue", "-"), "predictor": ("tab:orange", "-"), "random_wavelet": ("tab:blue", ":"),

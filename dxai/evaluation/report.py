@@ -27,16 +27,31 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _methods(values: dict) -> dict:
+    """``values`` without the reference rows of the ground-truth scoreboard."""
+    return {name: value for name, value in values.items() if not name.startswith("reference_")}
+
+
 def _beta_section(section: dict) -> str:
-    auc, accuracy = section["beta_auc"], section["beta_accuracy"]
+    auc, accuracy = _methods(section["beta_auc"]), section["beta_accuracy"]
+    neutral_auc, energy = section["neutral_auc"], section["distinct_energy"]
     order = sorted(auc, key=lambda name: (math.isnan(auc[name]), auc[name]))
     rows = [[f"**{method_name(name)}**" if name == "dxai" else method_name(name), _number(auc[name]),
-             _number(accuracy[name][0]), _number(accuracy[name][-1]),
-             _number(section["agnostic_max_prob"][name]), _number(section["seconds_per_image"][name] * 1000, 1)]
+             _number(neutral_auc[name]), _number(energy[name]), _number(accuracy[name][0]),
+             _number(accuracy[name][-1]), _number(section["agnostic_max_prob"][name]),
+             _number(section["seconds_per_image"][name] * 1000, 1)]
             for name in order]
-    text = [_table(["method", "beta-AUC (lower is better)", "accuracy at β=0", "accuracy at β=1",
+    text = [_table(["method", "beta-AUC (lower is better)", "neutral-AUC (lower is better)",
+                    "distinct energy", "accuracy at β=0", "accuracy at β=1",
                     "top probability on the agnostic part", "ms per image"], rows),
-            "", f"![accuracy against beta]({BETA_PLOT})", ""]
+            "", f"![accuracy against beta]({BETA_PLOT})", "",
+            "beta-AUC counts how often the classifier still picks the true class along x - β ψ_distinct: it "
+            "rewards an agnostic part that the classifier reads as *another* class (the paper's overshoot) and "
+            "punishes one that is neutral but whose argmax still leans to the true class. neutral-AUC is the area "
+            "over β of KL(uniform || p(x_β)) / KL(uniform || p(x)): it is low when removing the distinct part "
+            "makes the classifier neutral (definition 1), and stays high for an overshoot. Distinct energy is "
+            "||ψ_distinct||² / ||x - mean(x)||², how much of the image a method changes (definition 1 asks for "
+            "the closest neutral image): erasing the whole image is trivially neutral, at an energy near 1.", ""]
     if "dxai" in auc and len(auc) > 1:
         baselines = {name: value for name, value in auc.items() if name != "dxai"}
         best = min(baselines, key=baselines.get)
@@ -88,23 +103,29 @@ def _probability_section(section: dict) -> str:
 
 
 def _ground_truth_section(section: dict) -> str:
-    corr, psnr = section["gt_distinct_corr"], section["gt_agnostic_psnr"]
-    order = sorted(corr, key=lambda name: -corr[name])
-    rows = [[f"**{method_name(name)}**" if name == "dxai" else method_name(name), _number(corr[name]),
-             _number(psnr[name], 2)] for name in order]
-    text = [_table(["method", "corr(ψ_distinct, true class part) (higher is better)",
-                    "PSNR(ψ_agnostic, true background) dB"], rows), ""]
-    if "dxai" in corr:
-        above = [method_name(name) for name, value in corr.items() if name != "dxai" and value >= corr["dxai"]]
-        verdict = ("the highest of all methods" if not above else
-                   f"**not** the highest: {', '.join(above)} score the same or higher")
-        text.append(
-            f"Every synthetic image is a background plus an additive class part, so a decomposition can be "
-            f"scored against the truth, which no natural data set allows. The Pearson correlation of DXAI's "
-            f"distinct part with the true class part is {_number(corr['dxai'])}, {verdict}. The PSNR compares the "
-            f"agnostic part with the true background; a heatmap's agnostic part (1 - w) x is the image itself "
-            f"wherever w is small, so its PSNR mostly measures how little the heatmap removes.")
-    return "\n".join(text)
+    error, corr, psnr = section["gt_distinct_error"], section["gt_distinct_corr"], section["gt_agnostic_psnr"]
+    inside, null = section["gt_energy_inside"], section["gt_null_energy"]
+    order = sorted(error, key=lambda name: (error[name] is None, error[name] or 0))
+    rows = [[f"**{method_name(name)}**" if name == "dxai" else method_name(name), _number(error[name]),
+             _number(corr[name]), _number(inside[name]), _number(null[name]), _number(psnr[name], 2),
+             _number(section["agnostic_max_prob"][name])] for name in order]
+    text = [_table(["method", "error ||ψ_distinct - part||² / ||part||² (lower is better)",
+                    "corr(ψ_distinct, part)", "energy inside the part", "energy on images without a part",
+                    "PSNR(ψ_agnostic, background) dB", "top probability on ψ_agnostic"], rows), "",
+            f"Every synthetic image is a background plus an additive class part, so a decomposition can be scored "
+            f"against the truth, which no natural data set allows. The reference rows show what each number "
+            f"means: the true part scores error 0, the zero part error 1, and the image itself, which holds the "
+            f"class part, correlates with it well yet has a large error. The correlation alone is passed by any "
+            f"heatmap part w x (x contains the class part); the error is not. The classifier's top probability on "
+            f"the true background is {_number(section.get('background_max_prob'))} (the yardstick of the last "
+            f"column; 1/c = {1 / len(section['classes']):.3f} is neutral)."]
+    if "dxai" in error:
+        beaten = [method_name(name) for name, value in error.items()
+                  if name not in ("dxai", "reference_truth") and value is not None and value <= error["dxai"]]
+        verdict = ("the lowest of all methods and references but the true part" if not beaten else
+                   f"**not** the lowest: {', '.join(beaten)} score the same or lower")
+        text.append(f"DXAI's error is {_number(error['dxai'])}, {verdict}.")
+    return "\n\n".join(text)
 
 
 def _matching_section(matching: dict | None) -> str:
@@ -157,19 +178,25 @@ def _rd_section(rd: dict | None) -> str:
 def _summary(section: dict) -> list[str]:
     """The headline comparisons, one line each."""
     lines = []
-    auc = section["beta_auc"]
+    auc = _methods(section["beta_auc"])
     if "dxai" in auc and len(auc) > 1:
         best = min((name for name in auc if name != "dxai"), key=auc.get)
         below = section["dxai_lowest_beta_auc"]
         lines.append(f"- beta-AUC: DXAI {_number(auc['dxai'])}, best baseline {method_name(best)} "
                      f"{_number(auc[best])}: DXAI is {'below' if below else '**not below**'} every baseline.")
-    corr = section["gt_distinct_corr"]
-    if corr is not None and "dxai" in corr and len(corr) > 1:
-        best = max((name for name in corr if name != "dxai"), key=corr.get)
-        above = section["dxai_highest_gt_corr"]
-        lines.append(f"- Ground truth: DXAI's distinct part correlates {_number(corr['dxai'])} with the true class "
-                     f"part, the best baseline ({method_name(best)}) {_number(corr[best])}: DXAI is "
-                     f"{'above' if above else '**not above**'} every baseline.")
+    neutral = _methods(section["neutral_auc"])
+    if "dxai" in neutral and len(neutral) > 1:
+        best = min((name for name in neutral if name != "dxai"), key=neutral.get)
+        below = section["dxai_lowest_neutral_auc"]
+        lines.append(f"- neutral-AUC: DXAI {_number(neutral['dxai'])}, best baseline {method_name(best)} "
+                     f"{_number(neutral[best])}: DXAI is {'below' if below else '**not below**'} every baseline.")
+    error = section["gt_distinct_error"]
+    if error is not None and "dxai" in error:
+        lowest = section["dxai_lowest_gt_error"]
+        lines.append(f"- Ground truth: DXAI's distinct part is {_number(error['dxai'])} from the true class part "
+                     f"(relative squared error; the image itself {_number(error.get('reference_image'))}, the zero "
+                     f"part 1): {'the lowest' if lowest else '**not the lowest**'} of every method and reference; "
+                     f"correlation {_number(section['gt_distinct_corr']['dxai'])}.")
     rd = section["rate_distortion"]
     if rd is not None:
         keep = rd["area"]["keep"]
@@ -216,13 +243,15 @@ def _wandb_tables(section: dict) -> dict:
     methods = list(section["beta_auc"])
     gt = section["gt_distinct_corr"] or {}
     psnr = section["gt_agnostic_psnr"] or {}
+    error = section["gt_distinct_error"] or {}
     tables = {
         "beta_auc": wandb.Table(
-            columns=["method", "beta_auc", "accuracy_beta0", "accuracy_beta1", "agnostic_max_prob",
-                     "gt_distinct_corr", "gt_agnostic_psnr", "ms_per_image"],
-            data=[[name, section["beta_auc"][name], section["beta_accuracy"][name][0],
-                   section["beta_accuracy"][name][-1], section["agnostic_max_prob"][name], gt.get(name),
-                   psnr.get(name), section["seconds_per_image"][name] * 1000] for name in methods]),
+            columns=["method", "beta_auc", "neutral_auc", "distinct_energy", "accuracy_beta0", "accuracy_beta1",
+                     "agnostic_max_prob", "gt_distinct_error", "gt_distinct_corr", "gt_agnostic_psnr", "ms_per_image"],
+            data=[[name, section["beta_auc"][name], section["neutral_auc"][name], section["distinct_energy"][name],
+                   section["beta_accuracy"][name][0], section["beta_accuracy"][name][-1],
+                   section["agnostic_max_prob"][name], error.get(name), gt.get(name), psnr.get(name),
+                   section["seconds_per_image"][name] * 1000] for name in methods]),
         "beta_accuracy": wandb.Table(
             columns=["method", "beta", "accuracy"],
             data=[[name, beta, accuracy] for name in methods

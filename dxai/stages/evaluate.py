@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from dxai.config import Config
 from dxai.data.batches import first_images
@@ -32,14 +33,15 @@ from dxai.inference import Explainer
 from dxai.io import read_metrics, update_metrics
 from dxai.measures.beta_curves import BetaCurve
 from dxai.measures.decomposition import BETAS, top_probability
-from dxai.measures.ground_truth import GroundTruthScores
+from dxai.measures.ground_truth import GroundTruthScores, centred_energy
 from dxai.normalization import Normalization
 from dxai.run_folder import report_dir
 from dxai.training.common import make_logger, parse_devices
 
 RANK_ZERO_ONLY = True
 SECTION = "evaluation"
-SPEED_IMAGES = 16  # the Explainer against Integrated Gradients-50 on these validation images
+GROUND_TRUTH_KEYS = ("distinct_error", "distinct_corr", "energy_inside", "null_energy", "agnostic_psnr")
+SPEED_IMAGES = 16  # the Explainer against Integrated Gradients-50 on these validation images (at most num_images)
 
 
 def is_done(cfg: Config, run_dir: Path) -> bool:
@@ -60,15 +62,32 @@ class MethodScores:
         self.curve = BetaCurve(num_classes)
         self.truth = GroundTruthScores(normalization)
         self.agnostic_top_sum = 0.0
+        self.energy = torch.zeros(2, dtype=torch.float64)  # sum ||distinct||^2, sum ||x - mean(x)||^2
         self.seconds = 0.0
 
     def add(self, classifier, explanation: Explanation, batch: dict, seconds: float) -> None:
         images, labels = explanation.images, batch["label"].to(explanation.images.device)
         self.curve.add(classifier, images, explanation.distinct, labels)
         self.agnostic_top_sum += float(top_probability(classifier, explanation.agnostic).sum())
+        self.energy += torch.stack([explanation.distinct.double().pow(2).sum(), centred_energy(images).sum()]).cpu()
         if "class_part" in batch:
-            self.truth.add(explanation.distinct, explanation.agnostic, batch["class_part"], batch["background"])
+            self.truth.add(images, explanation.distinct, explanation.agnostic, batch["class_part"],
+                           batch["background"])
         self.seconds += seconds
+
+    @property
+    def distinct_energy(self) -> float:
+        """||psi_distinct||^2 / ||x - mean(x)||^2: how much of the images the method changes."""
+        return float(self.energy[0] / self.energy[1])
+
+
+def reference_parts(images: torch.Tensor, labels: torch.Tensor, batch: dict) -> dict[str, Explanation]:
+    """The scoreboard's reference rows on synthetic data: the true class part as the distinct part,
+    the zero part, and the image itself (all in the classifier's domain)."""
+    class_part = batch["class_part"].to(images.device)
+    parts = {"reference_truth": class_part, "reference_zero": torch.zeros_like(images), "reference_image": images}
+    return {name: Explanation(images=images, target=labels, distinct=part, agnostic=images - part)
+            for name, part in parts.items()}
 
 
 def _timed(method, images: torch.Tensor) -> tuple[Explanation, float]:
@@ -114,20 +133,31 @@ def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device) -> tup
     matching, comparison_methods, names = _comparison(cfg, classifier, num_classes, device)
     first: dict[str, Explanation] = {}
     first_batch: dict = {}
+    bar = tqdm(total=len(loader) * (len(methods) + len(comparison_methods)), desc="evaluation", unit="call",
+               disable=None, leave=False)
     for index, batch in enumerate(loader):
         images, labels = batch["image"].to(device), batch["label"].to(device)
         images01 = explainer.normalization.denormalize(images).clamp(0, 1)
         for name, method in methods.items():
+            bar.set_postfix(batch=f"{index + 1}/{len(loader)}", method=name)
             explanation, seconds = _timed(method, images01)
+            bar.update()
             scores[name].add(classifier, explanation, batch, seconds)
             if matching is not None:
                 matching.add("A", name, images, explanation.distinct, labels)
             if index == 0:
                 first[name] = explanation
+        if "class_part" in batch:
+            for name, explanation in reference_parts(images, labels, batch).items():
+                scores.setdefault(name, MethodScores(num_classes, explainer.normalization)).add(
+                    classifier, explanation, batch, 0.0)
         for name, method in comparison_methods.items():
+            bar.set_postfix(batch=f"{index + 1}/{len(loader)}", method=f"{name} (classifier B)")
             matching.add("B", name, images, method(images01).distinct, labels)
+            bar.update()
         if index == 0:
             first_batch = batch
+    bar.close()
     table = None if matching is None else {"classifiers": names, "beta_auc": matching.table(),
                                            "matched": matching.matched()}
     return scores, first, first_batch, table
@@ -145,18 +175,24 @@ def _section(cfg: Config, explainer: Explainer, scores: dict[str, MethodScores],
         "class_probabilities": {name: s.curve.class_probabilities.tolist() for name, s in scores.items()},
         "agnostic_max_prob": {name: s.agnostic_top_sum / count for name, s in scores.items()},
         "seconds_per_image": {name: s.seconds / count for name, s in scores.items()},
-        "gt_distinct_corr": {name: truth["distinct_corr"] for name, truth in truths.items()} if truths else None,
-        "gt_agnostic_psnr": {name: truth["agnostic_psnr"] for name, truth in truths.items()} if truths else None,
+        "neutral_auc": {name: s.curve.neutral_auc for name, s in scores.items()},
+        "distinct_energy": {name: s.distinct_energy for name, s in scores.items()},
+        **{f"gt_{key}": ({name: truth[key] for name, truth in truths.items()} if truths else None)
+           for key in GROUND_TRUTH_KEYS},
         "settings": {"classifier": cfg.classifier.arch, "path_steps": cfg.evaluation.path_steps,
                      "batch_size": cfg.evaluation.batch_size, "device": str(device), "seed": cfg.evaluation.seed},
     }
     if "dxai" in scores:
-        others = [name for name in scores if name != "dxai"]
+        others = [name for name in scores if name != "dxai" and not name.startswith("reference_")]
         section["dxai_lowest_beta_auc"] = all(section["beta_auc"]["dxai"] < section["beta_auc"][name]
                                               for name in others)
+        section["dxai_lowest_neutral_auc"] = all(section["neutral_auc"]["dxai"] < section["neutral_auc"][name]
+                                                 for name in others)
         if synthetic:
-            corr = section["gt_distinct_corr"]
+            corr, error = section["gt_distinct_corr"], section["gt_distinct_error"]
             section["dxai_highest_gt_corr"] = all(corr["dxai"] > corr[name] for name in others)
+            section["dxai_lowest_gt_error"] = all(error["dxai"] < error[name]
+                                                  for name in [*others, "reference_zero", "reference_image"])
     return section
 
 
@@ -200,6 +236,9 @@ def run(cfg: Config, run_dir: Path) -> dict:
     scores, first, first_batch, matching = _score(cfg, explainer, loader, device)
     section = _section(cfg, explainer, scores, len(subset), "class_part" in first_batch, device)
     section["matching"] = matching
+    if "class_part" in first_batch:  # the yardstick of neutrality: the classifier on the true backgrounds
+        section["background_max_prob"] = float(torch.cat([
+            top_probability(explainer.classifier, batch["background"].to(device)).cpu() for batch in loader]).mean())
     section["rate_distortion"] = None
     if e.rd_images > 0:
         settings = RDSettings(steps=e.rd_steps, lr=e.rd_lr, num_samples=e.rd_num_samples,
@@ -209,7 +248,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
     folder = report_dir(run_dir)
     images = _plots(section, {name: x.to("cpu") for name, x in first.items()}, first_batch, explainer,
                     e.panel_images, folder)
-    speed = explainer_vs_integrated_gradients(explainer, first_images(val_set, SPEED_IMAGES, explainer.normalization))
+    speed_images = first_images(val_set, min(SPEED_IMAGES, e.num_images), explainer.normalization)
+    speed = explainer_vs_integrated_gradients(explainer, speed_images)
     update_metrics(run_dir, "inference", {**speed, "classifier": cfg.classifier.arch})
     section["wall_seconds"] = time.perf_counter() - start
     section["files"] = sorted(path.name for path in images.values()) + ["report.md"]

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from dxai.config import Config, TrainerConfig
 from dxai.errors import DXAIError
 from dxai.explanation import heatmap_decomposition
+from dxai.measures.beta_curves import beta_probabilities, neutral_auc_of_curve, uniform_kl
 from dxai.measures.decomposition import (
     auc_of_curve,
     beta_correct,
@@ -32,6 +33,8 @@ from dxai.measures.decomposition import (
     psnr,
     top_probability,
 )
+from dxai.measures.ground_truth import SUM_KEYS as GT_SUM_KEYS
+from dxai.measures.ground_truth import centred_energy, ground_truth_scores, ground_truth_sums
 from dxai.models import build_discriminator, build_generator, build_mapping
 from dxai.nets.generator import decompose
 from dxai.nets.mapping import class_styles
@@ -42,6 +45,7 @@ from dxai.training.common import log_image_panel, parse_devices
 
 STAGE = "decomposition"
 OPTIMIZER_STEPS_PER_ITERATION = 2
+OBJECTIVES = ("paper", "neutral")
 
 
 class DecompositionError(DXAIError):
@@ -88,6 +92,9 @@ class DecompositionModule(pl.LightningModule):
 
     def __init__(self, cfg: Config, classifier: nn.Module, panel_batch: dict | None = None):
         super().__init__()
+        if cfg.decomposition.objective not in OBJECTIVES:
+            raise DecompositionError(f"decomposition.objective must be one of {OBJECTIVES}, "
+                                     f"not {cfg.decomposition.objective!r}")
         self.automatic_optimization = False
         self.cfg = cfg
         self.num_classes = cfg.data.num_classes
@@ -154,15 +161,26 @@ class DecompositionModule(pl.LightningModule):
         terms["total"] = self._weighted_total(terms, weights, "discriminator")
         return terms
 
+    def _critic_inputs(self, y, y_alt, x_hat_y, x_hat_alt) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fakes the critic judges and their classes: both blends for ``paper``, only x_hat^y
+        for ``neutral`` (x_hat^y~ is meant to look like no class, so no class head should pass it)."""
+        if self.cfg.decomposition.objective == "neutral":
+            return x_hat_y, y
+        return torch.cat([x_hat_y, x_hat_alt]), torch.cat([y, y_alt])
+
     def _generator_terms(self, x, y, y_alt, branches, features, x_hat_y, x_hat_alt) -> dict[str, torch.Tensor]:
         d = self.cfg.decomposition
         batch = len(x)
-        fakes = torch.cat([x_hat_y, x_hat_alt])
-        fake_labels = torch.cat([y, y_alt])
-        classifier_logits = self.classifier(fakes)
+        classifier_logits = self.classifier(torch.cat([x_hat_y, x_hat_alt]))
+        if d.objective == "neutral":  # definition 1: without psi_1, the classifier sees no class at all
+            class_term = (F.cross_entropy(classifier_logits[:batch], y)
+                          + losses.uniform_kl(classifier_logits[batch:]))
+        else:
+            class_term = losses.class_fake_loss(classifier_logits[:batch], y, classifier_logits[batch:], y_alt)
+        fakes, fake_labels = self._critic_inputs(y, y_alt, x_hat_y, x_hat_alt)
         terms = {
             "adv": losses.adversarial_loss(losses.select_head(self.discriminator(fakes), fake_labels), real=True),
-            "cf": losses.class_fake_loss(classifier_logits[:batch], y, classifier_logits[batch:], y_alt),
+            "cf": class_term,
             "rec": losses.reconstruction_loss(x, x_hat_y, x_hat_alt),
             "dr": losses.dis_rec_loss(x, x_hat_y, branches[:batch, 0]),
             "orth": losses.orthogonality_loss(features, self.generator.num_branches),
@@ -185,7 +203,7 @@ class DecompositionModule(pl.LightningModule):
         x_hat_y, x_hat_alt = alpha_blend(branches[:batch_size], branches[batch_size:], alpha)
 
         self.toggle_optimizer(opt_d)
-        d_terms = self._discriminator_terms(x, y, torch.cat([x_hat_y, x_hat_alt]), torch.cat([y, y_alt]))
+        d_terms = self._discriminator_terms(x, y, *self._critic_inputs(y, y_alt, x_hat_y, x_hat_alt))
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_terms["total"])
         opt_d.step()
@@ -265,20 +283,24 @@ class DecompositionModule(pl.LightningModule):
         reconstruction = decompose(self.generator_ema, self._styles, x, y).sum(1)
         self._add("count", torch.tensor(float(len(x)), device=x.device))
         self._add("recon_psnr", psnr(unit.denormalize(reconstruction).clamp(0, 1), unit.denormalize(x)).sum())
-        self._add("beta_correct", beta_correct(self.classifier, x, distinct, y))
+        probabilities = beta_probabilities(self.classifier, x, distinct)
+        self._add("beta_correct", (probabilities.argmax(2) == y).sum(1))
+        self._add("neutral_kl", uniform_kl(probabilities).sum(1))
+        self._add("distinct_energy_num", distinct.double().pow(2).flatten(1).sum())
+        self._add("distinct_energy_den", centred_energy(x).sum())
         heatmap = torch.rand(len(x), 1, *x.shape[-2:], generator=torch.Generator().manual_seed(batch_idx))
         random_distinct, _ = heatmap_decomposition(x, heatmap.to(x.device))
         self._add("random_beta_correct", beta_correct(self.classifier, x, random_distinct, y))
         self._add("agnostic_max_prob", top_probability(self.classifier, agnostic).sum())
         if "class_part" in batch:
-            corr = class_part_corr(distinct, batch["class_part"])
-            self._add("gt_distinct_corr", corr.sum())
+            for key, value in ground_truth_sums(x, distinct, agnostic, batch["class_part"], batch["background"],
+                                                unit).items():
+                self._add(f"gt_{key}", value)
             self._add("gt_agnostic_corr", class_part_corr(agnostic, batch["class_part"]).sum())
+            corr = class_part_corr(distinct, batch["class_part"])
             classes = F.one_hot(y[has_class_part(batch["class_part"])], self.num_classes).to(corr.dtype)
             self._add("gt_distinct_corr_by_class", classes.T @ corr)
             self._add("gt_class_count", classes.sum(0))
-            background = unit.denormalize(batch["background"])
-            self._add("gt_agnostic_psnr", psnr(unit.denormalize(agnostic).clamp(0, 1), background).sum())
             self._add("gt_background_max_prob", top_probability(self.classifier, batch["background"]).sum())
 
     def on_validation_epoch_end(self) -> None:
@@ -288,19 +310,21 @@ class DecompositionModule(pl.LightningModule):
         metrics = {"recon_psnr": float(sums["recon_psnr"]) / count,
                    "beta_auc": auc_of_curve(accuracy),
                    "beta_accuracy": [round(a, 4) for a in accuracy],
+                   "neutral_auc": neutral_auc_of_curve((sums["neutral_kl"] / count).tolist()),
+                   "distinct_energy": float(sums["distinct_energy_num"] / sums["distinct_energy_den"]),
                    "random_beta_auc": auc_of_curve((sums["random_beta_correct"] / count).tolist()),
                    "agnostic_max_prob": float(sums["agnostic_max_prob"]) / count}
-        if "gt_class_count" in sums:
+        if "gt_count" in sums:
+            scores = ground_truth_scores({key: sums[f"gt_{key}"] for key in GT_SUM_KEYS})
+            metrics.update({f"gt_{name}": value for name, value in scores.items()})
             present = max(float(sums["gt_class_count"].sum()), 1)
-            metrics["gt_distinct_corr"] = float(sums["gt_distinct_corr"]) / present
             metrics["gt_agnostic_corr"] = float(sums["gt_agnostic_corr"]) / present
             metrics["gt_distinct_corr_by_class"] = [
                 round(float(total / count), 4) if count else None
                 for total, count in zip(sums["gt_distinct_corr_by_class"], sums["gt_class_count"])]
-            metrics["gt_agnostic_psnr"] = float(sums["gt_agnostic_psnr"]) / count
             metrics["gt_background_max_prob"] = float(sums["gt_background_max_prob"]) / count
         self.metrics = metrics
-        self.log_dict({f"val/{k}": v for k, v in metrics.items() if not isinstance(v, list)}, sync_dist=False)
+        self.log_dict({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, sync_dist=False)
 
 
 def gan_strategy(trainer: TrainerConfig) -> str:

@@ -6,6 +6,8 @@ function returns a scalar averaged over the batch.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import autograd
 from torch.nn import functional as F
@@ -38,6 +40,12 @@ def class_fake_loss(logits_y: torch.Tensor, labels: torch.Tensor, logits_alt: to
                     alt_labels: torch.Tensor) -> torch.Tensor:
     """Eq. 6 for both blended images: CE(C(x_hat^y), y) + CE(C(x_hat^y~), y~)."""
     return F.cross_entropy(logits_y, labels) + F.cross_entropy(logits_alt, alt_labels)
+
+
+def uniform_kl(logits: torch.Tensor) -> torch.Tensor:
+    """KL(uniform || softmax(logits)), averaged over the batch: 0 exactly when the classifier is
+    neutral (definition 1), log(c) + large when it is confident."""
+    return (-F.log_softmax(logits, 1).mean(1) - math.log(logits.shape[1])).mean()
 
 
 def distance(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
