@@ -52,22 +52,24 @@ def _timed(action) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of ``action()``."""
     wall, cpu = time.perf_counter(), time.process_time()
     action()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def _optimizer(classifier, images: torch.Tensor, representation, num_samples: int) -> MaskOptimizer:
     objective = RDEObjective(classifier, images, representation, lam=20.0, num_samples=num_samples)
-    masks = ones_mask(representation.mask_shapes(images.shape[-1]), images.shape[0])
+    masks = ones_mask(representation.mask_shapes(images.shape[-1]), images.shape[0], images.device)
     return MaskOptimizer(objective, masks, lr=1e-3)
 
 
-def measure_size(size: int, num_samples: int, repeats: int, batch: int) -> dict:
+def measure_size(size: int, num_samples: int, repeats: int, batch: int, device: str = "cpu") -> dict:
     torch.manual_seed(0)
-    model = build_classifier("resnet18", 3, 3, size).eval()
+    model = build_classifier("resnet18", 3, 3, size).eval().to(device)
     normalization = Normalization.symmetric(3)
     classifier = NormalizedClassifier(model, normalization)
-    representation = WaveletTransform(default_levels(size))
-    images = torch.rand(batch, 3, size, size)
+    representation = WaveletTransform(default_levels(size)).to(device)
+    images = torch.rand(batch, 3, size, size, device=device)
     single = _optimizer(classifier, images[:1], representation, num_samples)
 
     objective = single.objective

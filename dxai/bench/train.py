@@ -68,8 +68,9 @@ class IterationTimer(pl.Callback):
             torch.cuda.synchronize(module.device)
 
 
-def bench_setting(name: str, warmup: int, steps: int, batch_size: int | None = None) -> dict:
-    cfg = load_config(name)
+def bench_setting(name: str, warmup: int, steps: int, batch_size: int | None = None,
+                  precision: str | None = None) -> dict:
+    cfg = load_config(name, [f"trainer.precision={precision}"] if precision else [])
     batch_size = batch_size or cfg.decomposition.batch_size or cfg.data.batch_size
     module = DecompositionModule(cfg, build_configured_classifier(cfg))
     loader = DataLoader(RandomImages(cfg, batch_size * (warmup + steps)), batch_size=batch_size, drop_last=True)

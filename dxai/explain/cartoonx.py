@@ -13,7 +13,7 @@ from torch import nn
 from dxai.errors import DXAIError
 from dxai.explain.classifier_wrapper import evaluation_mode
 from dxai.explain.inputs import Target, resolve_target
-from dxai.explain.rde import RDE
+from dxai.explain.rde import RDE, Schedule
 from dxai.normalization import Normalization
 from dxai.wavelets import (
     DEFAULT_MODE,
@@ -36,7 +36,9 @@ class CartoonX(RDE):
     colour channels. The explanation is the greyscale image's DWT times the mask, inverted
     and clamped to [0, 1]. With a ``mask_predictor`` (``dxai.nets.mask_predictor``: [0, 1]
     images and classes in, masks out), ``init="predictor"`` (given here as the default, or per
-    call) starts from its mask.
+    call) starts from its mask. From any given mask the optimisation follows ``refine_schedule``
+    (``"refine"``: a higher, decaying learning rate chosen for a predicted start; ``"paper"`` or
+    None: the constant ``lr``), from all-ones the paper's constant ``lr``.
 
     Example::
 
@@ -49,10 +51,11 @@ class CartoonX(RDE):
                  levels: int | None = None, wavelet: str = DEFAULT_WAVELET, mode: str = DEFAULT_MODE,
                  lam: float = 20.0, lr: float = 1e-3, steps: int = 2000, num_samples: int = 64,
                  distortion: str = "label", samples_per_call: int = 128, mask_predictor: nn.Module | None = None,
-                 init: str = "ones", class_names: list[str] | None = None):
+                 init: str = "ones", class_names: list[str] | None = None,
+                 refine_schedule: Schedule | str | None = "refine"):
         super().__init__(classifier, normalization=normalization, lam=lam, lr=lr, steps=steps,
                          num_samples=num_samples, distortion=distortion, samples_per_call=samples_per_call,
-                         class_names=class_names)
+                         class_names=class_names, refine_schedule=refine_schedule)
         self.levels, self.wavelet, self.mode = levels, wavelet, mode
         self.mask_predictor, self.init = mask_predictor, init
 

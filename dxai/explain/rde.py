@@ -18,6 +18,7 @@ a network that predicts masks.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -240,24 +241,53 @@ class RDEObjective:
         return terms.sum(1)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How an RDE optimisation steps: Adam at ``lr``, decayed along a cosine to ``lr * final_lr_fraction``
+    over the run's steps (1: constant), with ``num_samples`` noise draws per step (None: the explainer's L)."""
+
+    lr: float
+    final_lr_fraction: float = 1.0
+    num_samples: int | None = None
+
+    def lr_at(self, step: int, steps: int) -> float:
+        if steps <= 1 or self.final_lr_fraction == 1.0:
+            return self.lr
+        fraction = self.final_lr_fraction + (1 - self.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        return self.lr * fraction
+
+
+SCHEDULES = {
+    "paper": Schedule(lr=1e-3),                                # CartoonX paper, Algorithm 1, from all-ones
+    "refine": Schedule(lr=3e-2, final_lr_fraction=0.1),        # from a predicted mask (docs/experiments.md)
+}
+
+
 class MaskOptimizer:
     """Adam on a batch of masks, each projected back to [0, 1] after every step (Algorithm 1)."""
 
     def __init__(self, objective: RDEObjective, initial_masks: Bands, lr: float = 1e-3,
-                 seeds: Sequence[int] | None = None, samples_per_call: int = 128):
-        """``seeds``: one per image, by default 0, 1, ..., B - 1."""
+                 seeds: Sequence[int] | None = None, samples_per_call: int = 128,
+                 schedule: Schedule | None = None, total_steps: int = 0):
+        """``seeds``: one per image, by default 0, 1, ..., B - 1. ``schedule`` (with the run's
+        ``total_steps``) decays the learning rate; without one it stays ``lr``."""
         self.objective, self.samples_per_call = objective, samples_per_call
+        self.schedule = schedule or Schedule(lr)
+        self.total_steps, self.steps_done = total_steps, 0
         self.masks = [band.detach().clone().requires_grad_(True) for band in initial_masks]
-        self.optimizer = torch.optim.Adam(self.masks, lr=lr)
+        self.optimizer = torch.optim.Adam(self.masks, lr=self.schedule.lr)
         seeds = range(objective.batch_size) if seeds is None else seeds
         device = initial_masks[0].device
         self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
 
     def step(self) -> RDELoss:
         """One update; returns the per-image loss of the masks before it."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.lr_at(self.steps_done, self.total_steps)
         self.optimizer.zero_grad(set_to_none=True)
         losses = self.objective.backward(self.masks, self.generators, self.samples_per_call)
         self.optimizer.step()
+        self.steps_done += 1
         with torch.no_grad():
             for band in self.masks:
                 band.clamp_(0, 1)
@@ -313,7 +343,8 @@ class RDE(ABC):
 
     def __init__(self, classifier: nn.Module, *, normalization: Normalization | None = None,
                  lam: float, lr: float = 1e-3, steps: int = 2000, num_samples: int = 64,
-                 distortion: str = "label", samples_per_call: int = 128, class_names: Sequence[str] | None = None):
+                 distortion: str = "label", samples_per_call: int = 128, class_names: Sequence[str] | None = None,
+                 refine_schedule: Schedule | str | None = None):
         if distortion not in DISTORTIONS:
             raise DXAIError(f"unknown distortion measure {distortion!r}; choose one of {DISTORTIONS}")
         if samples_per_call < 1:
@@ -322,6 +353,12 @@ class RDE(ABC):
         self.normalization, self.class_names = normalization, class_names
         self.lam, self.lr, self.steps, self.num_samples = lam, lr, steps, num_samples
         self.distortion, self.samples_per_call = distortion, samples_per_call
+        self.refine_schedule = SCHEDULES[refine_schedule] if isinstance(refine_schedule, str) else refine_schedule
+
+    def schedule_for(self, init) -> Schedule:
+        """The paper's constant ``lr`` from all-ones; ``refine_schedule`` (when set) from a given mask."""
+        starts_from_ones = isinstance(init, str) and init == "ones"
+        return self.refine_schedule if self.refine_schedule is not None and not starts_from_ones else Schedule(self.lr)
 
     @abstractmethod
     def representation(self, img_size: tuple[int, int]) -> nn.Module:
@@ -332,15 +369,18 @@ class RDE(ABC):
         """The explanation image of each mask: (B, 1, H, W) in [0, 1]."""
 
     def optimize(self, images: torch.Tensor, target: Target = None, *, init: str | torch.Tensor | Bands = "ones",
-                 steps: int | None = None, seed: int | Sequence[int] = 0, progress: bool = False) -> RDEResult:
+                 steps: int | None = None, seed: int | Sequence[int] = 0, progress: bool = False,
+                 schedule: Schedule | str | None = None) -> RDEResult:
         """Optimise the masks of ``images`` (B, C, H, W) in [0, 1] and return everything about it.
 
         ``target``: the class to explain per image (default: the predicted one). ``init``:
         ``"ones"`` or a mask in [0, 1], as a band list or flat (B, K); it is the step-0 mask.
         ``seed``: an int gives image i the seed ``seed + i``; or one seed per image. An image
-        explained with seed s in any batch gives the mask it gives alone with seed s.
+        explained with seed s in any batch gives the mask it gives alone with seed s. ``schedule``:
+        a ``Schedule`` or a name of ``SCHEDULES`` (default: ``schedule_for(init)``).
         """
         steps = self.steps if steps is None else steps
+        schedule = SCHEDULES[schedule] if isinstance(schedule, str) else schedule or self.schedule_for(init)
         if steps < 0:
             raise DXAIError(f"the number of optimisation steps must be 0 or more, not {steps}")
         images = self.check(images)
@@ -349,9 +389,9 @@ class RDE(ABC):
         seeds = _seed_list(seed, images.shape[0])
         with evaluation_mode(self.classifier):
             objective = RDEObjective(self.classifier, images, representation, class_indices(target, self.class_names),
-                                     self.lam, self.num_samples, self.distortion)
+                                     self.lam, schedule.num_samples or self.num_samples, self.distortion)
             initial = self.initial_masks(init, shapes, images, objective.target)
-            optimizer = MaskOptimizer(objective, initial, self.lr, seeds, self.samples_per_call)
+            optimizer = MaskOptimizer(objective, initial, schedule.lr, seeds, self.samples_per_call, schedule, steps)
             history = []
             bar = tqdm(range(steps), desc=type(self).__name__, disable=not progress, leave=False)
             for index in bar:
