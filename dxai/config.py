@@ -356,13 +356,14 @@ def validate(cfg: Config, stage: str = "all") -> Config:
     import re
 
     problems: list[str] = []
+    counts: dict[tuple, list[str]] = {}  # (flag or key, value, low) -> keys: one message per flag
     runs = (lambda name: stage in ("all", name)) if isinstance(stage, str) else (lambda name: name in stage)
 
     def at_least(key: str, value, low: int, optional: bool = False) -> None:
         if value is None and optional:
             return
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            problems.append(f"{_named(key)} must be a whole number {low} or more, not {value!r}")
+            counts.setdefault((_FLAG_OF.get(key, key), repr(value), low), []).append(key)
 
     check_run_name(cfg.run.run_name)
     if not str(cfg.run.runs_dir or "").strip():
@@ -426,6 +427,11 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         known = _lightning_names(kind)
         if known is not None and str(value) not in known:
             problems.append(f"{_named(key)} must be one of Lightning's {kind} names {known}, not {value!r}")
+    too_small = []
+    for (name, value, low), keys in counts.items():
+        named = name if name in keys else f"{name} ({', '.join(keys)})"
+        too_small.append(f"{named} must be a whole number {low} or more, not {value}")
+    problems = too_small + problems
     if problems:
         raise ConfigError("; ".join(problems))
     return cfg

@@ -30,13 +30,45 @@ from dxai.normalization import Normalization
 from dxai.wavelets import flatten_mask
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device that exists on this machine, or a ``DXAIError`` saying which do."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise DXAIError(f"device {str(device)!r} is not a torch device ({str(error).splitlines()[0]}); "
+                        f"use one of {available_devices()}") from None
+    if device.type == "cpu" or device.type == "meta":
+        return device
+    backend = getattr(torch, device.type, None)
+    if device.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+    available = bool(backend is not None and getattr(backend, "is_available", lambda: False)())
+    if not available:
+        raise DXAIError(f"device {str(device)!r}: this machine has no {device.type} device (or torch was built "
+                        f"without it); use one of {available_devices()}")
+    count = getattr(backend, "device_count", lambda: 1)()
+    if device.index is not None and device.index >= count:
+        raise DXAIError(f"device {str(device)!r}: this machine has {count} {device.type} device(s), "
+                        f"{device.type}:0 to {device.type}:{count - 1}; use one of {available_devices()}")
+    return device
+
+
+def available_devices() -> list[str]:
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda"] + [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
 class Explainer:
     """Distinct and agnostic parts and cartoon explanations for batches of images."""
 
     def __init__(self, classifier: nn.Module, generator: Generator, styles: torch.Tensor, predictor: MaskPredictor,
                  normalization: Normalization, class_names: list[str], img_size: int, cartoonx: dict,
                  device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.classifier = classifier.to(self.device)
         self.generator = generator.to(self.device)
         self.styles = styles.to(self.device)
@@ -47,8 +79,20 @@ class Explainer:
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str | torch.device = "cpu") -> Explainer:
+        check_device(device)
         bundle = find_bundle(path)
         manifest = read_manifest(bundle)
+        try:
+            return cls._from_manifest(bundle, manifest, device)
+        except DXAIError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+            raise BundleError(f"{bundle / 'model.json'} has settings this dxai cannot build a model from "
+                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else error!r}); "
+                              "export the run again with this version of dxai") from None
+
+    @classmethod
+    def _from_manifest(cls, bundle: Path, manifest: dict, device: str | torch.device) -> Explainer:
         num_classes, channels, size = len(manifest["class_names"]), manifest["img_channels"], manifest["img_size"]
         classifier = load_weights(bundle, manifest, "classifier",
                                   build_classifier(manifest["classifier"]["arch"], num_classes, channels, size))

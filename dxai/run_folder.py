@@ -14,6 +14,8 @@ say which stage to run when a file is missing.
 
 from __future__ import annotations
 
+import logging
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ from dxai.nets.generator import Generator
 from dxai.nets.mapping import MappingNetwork
 from dxai.nets.mask_predictor import MaskPredictor
 
+log = logging.getLogger(__name__)
 DECOMPOSITION_WEIGHTS = ("generator_ema", "mapping_ema", "discriminator")
 
 
@@ -39,10 +42,45 @@ def checkpoint_dir(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / "checkpoints" / stage
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole torch checkpoint (a zip archive whose every member's CRC checks
+    out), or None when it is one. Nothing is unpickled."""
+    try:
+        if path.stat().st_size == 0:
+            return "it is empty"
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        return f"its member {bad} is damaged" if bad else None
+    except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError) as error:
+        return f"it is truncated or not a checkpoint ({error})"
+
+
 def resume_path(run_dir: Path, stage: str) -> str | None:
-    """``last.ckpt`` of a stage if an earlier, interrupted run left one."""
+    """``last.ckpt`` of a stage if an earlier, interrupted run left a whole one.
+
+    A truncated or otherwise unreadable ``last.ckpt`` (say, from a full disk under an earlier dxai,
+    which wrote checkpoints in place) is set aside as ``last.ckpt.corrupt`` (``.corrupt2``, ...) by
+    rank 0, with a warning, and the stage starts again from scratch; nothing is deleted."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
     last = checkpoint_dir(run_dir, stage) / "last.ckpt"
-    return str(last) if last.is_file() else None
+    if not last.is_file():
+        return None
+    try:
+        problem = checkpoint_problem(last)
+    except FileNotFoundError:  # rank 0 set it aside meanwhile
+        return None
+    if problem is None:
+        return str(last)
+    if rank_zero_only.rank == 0:
+        aside, number = last.with_name("last.ckpt.corrupt"), 1
+        while aside.exists():  # an earlier one set aside stays too
+            number += 1
+            aside = last.with_name(f"last.ckpt.corrupt{number}")
+        last.replace(aside)
+        log.warning("%s cannot be resumed from: %s. It was moved to %s and the %s stage starts again from "
+                    "scratch", last, problem, aside, stage)
+    return None
 
 
 def report_dir(run_dir: Path) -> Path:
@@ -75,18 +113,35 @@ def save_weights(module: nn.Module | dict[str, torch.Tensor], path: Path) -> Non
     atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
 
 
+def read_safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, or a ``RunFolderError`` naming it and ``fix``."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # safetensors raises its own SafetensorError, or OSError
+        raise RunFolderError(f"{path} is not a readable safetensors file ({str(error).splitlines()[0]}); "
+                             f"{fix}") from None
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Weights from .safetensors, or a torch state dict / Lightning checkpoint (tensors only)."""
     path = Path(path)
     if not path.is_file():
         raise RunFolderError(f"classifier weights {path} do not exist")
+    fix = ("pass --classifier-weights a .safetensors file or a torch state dict saved with torch.save "
+           "(tensors only)")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        return read_safetensors(path, fix)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, random bytes, or a pickle that would run code
+        raise RunFolderError(f"{path} cannot be read as classifier weights ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else 'no details'}); {fix}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
-    if not isinstance(state, dict):
-        raise RunFolderError(f"{path} holds no state dict of classifier weights")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunFolderError(f"{path} holds no state dict of classifier weights; {fix}")
     return state
 
 
@@ -118,8 +173,9 @@ def _frozen(network: nn.Module) -> nn.Module:
 def _load(network: nn.Module, path: Path, stage: str, settings: str) -> nn.Module:
     if not path.is_file():
         raise RunFolderError(f"{path} is missing; run the {stage} stage first (python train.py --stage {stage})")
+    state = read_safetensors(path, f"run the {stage} stage again (python train.py --stage {stage})")
     try:
-        network.load_state_dict(load_file(str(path)))
+        network.load_state_dict(state)
     except RuntimeError as error:
         raise RunFolderError(f"{path} does not fit the {settings} settings of this configuration: "
                              f"{str(error).splitlines()[0]}") from None
@@ -132,7 +188,8 @@ def load_classifier(cfg: Config, run_dir: Path) -> nn.Module:
     if not path.is_file():
         raise RunFolderError(f"{path} is missing; run the classifier stage first "
                              "(python train.py --stage classifier)")
-    return _frozen(load_weights_into(build_configured_classifier(cfg), load_file(str(path)), path, cfg))
+    state = read_safetensors(path, "run the classifier stage again (python train.py --stage classifier)")
+    return _frozen(load_weights_into(build_configured_classifier(cfg), state, path, cfg))
 
 
 def load_decomposition(cfg: Config, run_dir: Path) -> tuple[Generator, MappingNetwork]:

@@ -18,6 +18,7 @@ import csv
 import io
 import logging
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from tqdm.auto import tqdm
 
 from dxai.errors import DXAIError
 from dxai.images import collect_inputs, load_for_model
-from dxai.inference import Explainer
-from dxai.io import atomic_write_text
+from dxai.inference import Explainer, check_device
+from dxai.io import atomic_write_text, os_error_sentence
 from dxai.panels import explanation_panel
 
 log = logging.getLogger("infer")
@@ -44,7 +45,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--refine-steps", type=int, default=0, help="CartoonX steps from the predicted mask")
     parser.add_argument("--target-class", help="explain this class (name or index) instead of the predicted one")
     parser.add_argument("--branches", action="store_true", help="add every generator branch to the panels")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # inputs may come before, between or after flags
+
+
+def check_flags(args: argparse.Namespace) -> Path:
+    """Refuse bad flags before the bundle is loaded or an image read; returns the output folder
+    (not created yet; it, or the folder it will be created in, is writable)."""
+    if args.batch_size < 1:
+        raise DXAIError(f"--batch-size must be 1 or more, not {args.batch_size}")
+    if args.refine_steps < 0:
+        raise DXAIError(f"--refine-steps must be 0 (the one-pass mask) or more, not {args.refine_steps}")
+    check_device(args.device)
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DXAIError(f"--out {out} is a file, not a folder; name a folder for the panels, .npz files and "
+                        "summary.csv (it is created if missing)")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DXAIError(f"--out {out}: {existing} is a file, not a folder; choose another --out")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise DXAIError(f"--out {out}: cannot write in {existing} ({error.strerror or error}); choose another "
+                        "--out or fix its permissions") from None
+    return out
 
 
 def resolve_target(explainer: Explainer, target: str | None) -> int | None:
@@ -83,10 +110,10 @@ def save_outputs(explanation, index: int, out: Path, stem: str, explainer: Expla
 
 
 def run(args: argparse.Namespace) -> int:
+    out = check_flags(args)
     explainer = Explainer.from_bundle(args.run, device=args.device)
     target = resolve_target(explainer, args.target_class)
     paths = collect_inputs(args.inputs)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, used = [], set()
     failed = 0
@@ -127,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except DXAIError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk or a folder that became unwritable
+        print(f"error: {os_error_sentence(error)}", file=sys.stderr)
         return 2
 
 

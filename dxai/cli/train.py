@@ -19,6 +19,7 @@ import warnings
 
 from dxai.config import available_datasets, load_config
 from dxai.errors import DXAIError
+from dxai.io import os_error_sentence
 from dxai.pipeline import run_pipeline
 from dxai.stages import STAGES
 
@@ -33,12 +34,19 @@ FLAGS = {  # command-line flag -> configuration key
 
 
 TRAINED_STAGES = ("classifier", "decomposition", "masks")  # the stages --max-steps applies to
+# Flags taken literally, set after the configuration is loaded: a dotted override would be parsed as
+# YAML (--run-name 007 -> 7, 2e7 -> 20000000.0) and resolved by OmegaConf (${oc.env:HOME}).
+LITERAL_FLAGS = ("data_root", "devices", "strategy", "precision", "runs_dir", "run_name", "classifier_weights",
+                 "compare_classifier")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="synthetic", help=f"one of {available_datasets()}")
     parser.add_argument("--stage", default="all", choices=["all", *STAGES])
+    parser.add_argument("--smoke", action="store_true",
+                        help="every stage with its smallest budgets (configs/base/smoke.yaml, run name 'smoke'): "
+                             "checks a new data set and machine end to end in minutes")
     parser.add_argument("--data-root", help="folder data sets: ROOT/train/<class>, ROOT/val/<class> "
                                             "(default: $DXAI_DATA)")
     parser.add_argument("--img-size", type=int)
@@ -56,14 +64,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--classifier-weights", help="use these trained weights instead of training one")
     parser.add_argument("--compare-classifier", help="a second classifier's run folder for classifier matching")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. decomposition.lr=2e-4")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # dotted overrides may come before, between or after flags
+
+
+def smoke_overrides() -> list[str]:
+    """configs/base/smoke.yaml as dotted overrides: they go after the data set's file and before the
+    command line's flags and overrides."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from dxai.config import CONFIG_DIR
+
+    def flatten(node: dict, prefix: str = "") -> list[str]:
+        items = []
+        for key, value in node.items():  # JSON values are YAML: strings, numbers, null, lists
+            name = f"{prefix}{key}"
+            items += flatten(value, f"{name}.") if isinstance(value, dict) else [f"{name}={json.dumps(value)}"]
+        return items
+
+    return flatten(OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "base" / "smoke.yaml")))
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
-    overrides = []
+    overrides = smoke_overrides() if getattr(args, "smoke", False) else []
     for flag, key in FLAGS.items():
         value = getattr(args, flag)
-        if value is None:
+        if value is None or flag in LITERAL_FLAGS:
             continue
         if flag == "max_steps":
             stages = STAGES if args.stage == "all" else [args.stage]
@@ -73,15 +100,28 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     return overrides + list(args.overrides)
 
 
+def apply_literal_flags(cfg, args: argparse.Namespace):
+    """Set the ``LITERAL_FLAGS`` given on the command line, as the strings they are."""
+    for flag in LITERAL_FLAGS:
+        value = getattr(args, flag, None)
+        if value is not None:
+            section, name = FLAGS[flag].split(".")
+            setattr(getattr(cfg, section), name, value)
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
     try:
-        cfg = load_config(args.dataset, overrides_from(args))
-        run_dir = run_pipeline(cfg, args.stage)
+        cfg = apply_literal_flags(load_config(args.dataset, overrides_from(args)), args)
+        run_dir = run_pipeline(cfg, args.stage)  # validates the settings before any work
     except DXAIError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a full disk, a read-only runs folder: one sentence, not a traceback
+        print(f"error: {os_error_sentence(error)}", file=sys.stderr)
         return 2
     print(f"\nResults are in {run_dir}: config.yaml, checkpoints/, report/metrics.json")
     return 0

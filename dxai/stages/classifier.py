@@ -22,6 +22,20 @@ from dxai.training.classifier import ClassifierModule
 from dxai.training.common import make_trainer
 
 
+class ResumableClassifierModule(ClassifierModule):
+    """A classifier that can be resumed with another ``max_steps``: the one-cycle schedule restored
+    from ``last.ckpt`` is stretched (or shrunk) to the new total, keeping the step it reached, instead
+    of stopping with torch's "Tried to step N times" when training goes on past the old total."""
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        fresh = self.configure_optimizers()["lr_scheduler"]["scheduler"].state_dict()
+        for state in checkpoint.get("lr_schedulers", []):
+            if state.get("total_steps") not in (None, fresh["total_steps"]):
+                state["total_steps"] = fresh["total_steps"]
+                state["_schedule_phases"] = fresh["_schedule_phases"]
+
+
 def is_done(cfg: Config, run_dir: Path) -> bool:
     return classifier_path(run_dir).is_file() and "val_accuracy" in read_metrics(run_dir).get("classifier", {})
 
@@ -39,7 +53,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
         source = Path(cfg.classifier.weights)
         load_weights_into(model, read_state_dict(source), source, cfg)
         max_steps = 0
-    module = ClassifierModule(model, cfg.classifier.lr, cfg.classifier.weight_decay, max(max_steps, 1),
+    module = ResumableClassifierModule(model, cfg.classifier.lr, cfg.classifier.weight_decay, max(max_steps, 1),
                               cfg.classifier.neutral_background_weight)
     trainer = make_trainer(cfg, run_dir, "classifier", max_steps=max_steps,
                            val_every_steps=min(cfg.classifier.val_every_steps, max_steps) or None)

@@ -11,6 +11,7 @@ so a half-written bundle is never taken for a whole one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from dxai.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, WEIGHT_FILES, sha256
 from dxai.config import Config
 from dxai.data.datamodule import DXAIDataModule
-from dxai.io import read_metrics, update_metrics
+from dxai.io import atomic_write_text, dir_mode, read_metrics, update_metrics
 from dxai.models import cartoonx_settings, generator_settings, predictor_settings
 from dxai.nets.mapping import class_styles
 from dxai.normalization import Normalization
@@ -37,6 +38,7 @@ def write_bundle(cfg: Config, run_dir: Path, class_names: list[str]) -> Path:
     target = bundle_dir(run_dir)
     staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=".model-"))
     try:
+        os.chmod(staging, dir_mode())  # mkdtemp's 0700 would make the bundle private whatever the umask
         for name, module in (("classifier", classifier), ("generator", generator), ("mask_predictor", predictor)):
             save_weights(module, staging / WEIGHT_FILES[name])
         manifest = {
@@ -51,7 +53,7 @@ def write_bundle(cfg: Config, run_dir: Path, class_names: list[str]) -> Path:
             "cartoonx": cartoonx_settings(cfg),
             "files": {name: {"path": file, "sha256": sha256(staging / file)} for name, file in WEIGHT_FILES.items()},
         }
-        (staging / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(staging / "model.json", json.dumps(manifest, indent=2) + "\n")
         old = None
         if target.exists():
             old = target.with_name(f".model-old-{staging.name}")

@@ -18,9 +18,9 @@ from urllib.parse import urlparse
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
-from pytorch_lightning.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from dxai.config import Config
 from dxai.errors import DXAIError
@@ -83,9 +83,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None):
         try:
             return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
-        except (RuntimeError, EOFError, ValueError) as error:
-            if isinstance(error, DXAIError):
-                raise
+        except (DXAIError, FileNotFoundError):
+            raise
+        except Exception as error:  # truncated zip, bad pickle, random bytes: say which file and what to do
             raise DXAIError(f"{path} is not a readable checkpoint ({str(error).splitlines()[0]}); move it aside "
                             f"(e.g. to {Path(path).name}.corrupt) to run its stage again from the start") from None
 
