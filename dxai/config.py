@@ -115,6 +115,9 @@ class CartoonXConfig:
     steps: int = 2000
     num_samples: int = 64                # L
     distortion: str = "label"
+    refine_lr: float = 3.0e-2            # refinement from a given (predicted) mask: Adam lr at its start,
+    refine_final_lr_fraction: float = 0.1  # decayed along a cosine to this fraction of it
+    refine_num_samples: int | None = None  # L of the refinement (None: num_samples)
 
 
 @dataclass

@@ -60,13 +60,14 @@ def build_mask_predictor(cfg: Config) -> MaskPredictor:
 def cartoonx_settings(cfg: Config) -> dict:
     c = cfg.cartoonx
     return {"wavelet": c.wavelet, "levels": c.levels, "mode": c.mode, "lam": c.lam, "lr": c.lr,
-            "num_samples": c.num_samples, "distortion": c.distortion}
+            "num_samples": c.num_samples, "distortion": c.distortion,
+            "refine_schedule": {"lr": c.refine_lr, "final_lr_fraction": c.refine_final_lr_fraction,
+                                "num_samples": c.refine_num_samples}}
 
 
 def build_cartoonx(cfg: Config, classifier: nn.Module, num_samples: int | None = None,
                    mask_predictor: MaskPredictor | None = None) -> CartoonX:
     """CartoonX with the run's settings for a classifier taking [-1, 1] images."""
-    c = cfg.cartoonx
-    return CartoonX(classifier, normalization=Normalization.symmetric(cfg.data.img_channels), levels=c.levels,
-                    wavelet=c.wavelet, mode=c.mode, lam=c.lam, lr=c.lr, steps=c.steps,
-                    num_samples=num_samples or c.num_samples, distortion=c.distortion, mask_predictor=mask_predictor)
+    settings = {**cartoonx_settings(cfg), "num_samples": num_samples or cfg.cartoonx.num_samples}
+    return CartoonX(classifier, normalization=Normalization.symmetric(cfg.data.img_channels),
+                    steps=cfg.cartoonx.steps, mask_predictor=mask_predictor, **settings)

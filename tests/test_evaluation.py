@@ -83,10 +83,10 @@ def test_true_class_part_beats_a_random_decomposition():
     probabilities = perfect.class_probabilities
     assert probabilities.shape == (3, 11, 3) and torch.allclose(probabilities.sum(2), torch.ones(3, 11).double())
     truth, noise = GroundTruthScores(normalization), GroundTruthScores(normalization)
-    truth.add(class_part, images - class_part, class_part, images - class_part)
-    noise.add(random_distinct, random_agnostic, class_part, images - class_part)
-    assert truth.result()["distinct_corr"] == pytest.approx(1.0)
-    assert noise.result()["distinct_corr"] < 0.8
+    truth.add(images, class_part, images - class_part, class_part, images - class_part)
+    noise.add(images, random_distinct, random_agnostic, class_part, images - class_part)
+    assert truth.result()["distinct_corr"] == pytest.approx(1.0) and truth.result()["distinct_error"] == 0
+    assert noise.result()["distinct_corr"] < 0.8 and noise.result()["distinct_error"] > 1
     assert truth.result()["agnostic_psnr"] > noise.result()["agnostic_psnr"]
 
 

@@ -178,18 +178,13 @@ def _rd_section(rd: dict | None) -> str:
 def _summary(section: dict) -> list[str]:
     """The headline comparisons, one line each."""
     lines = []
-    auc = _methods(section["beta_auc"])
-    if "dxai" in auc and len(auc) > 1:
-        best = min((name for name in auc if name != "dxai"), key=auc.get)
-        below = section["dxai_lowest_beta_auc"]
-        lines.append(f"- beta-AUC: DXAI {_number(auc['dxai'])}, best baseline {method_name(best)} "
-                     f"{_number(auc[best])}: DXAI is {'below' if below else '**not below**'} every baseline.")
-    neutral = _methods(section["neutral_auc"])
-    if "dxai" in neutral and len(neutral) > 1:
-        best = min((name for name in neutral if name != "dxai"), key=neutral.get)
-        below = section["dxai_lowest_neutral_auc"]
-        lines.append(f"- neutral-AUC: DXAI {_number(neutral['dxai'])}, best baseline {method_name(best)} "
-                     f"{_number(neutral[best])}: DXAI is {'below' if below else '**not below**'} every baseline.")
+    for key, label in (("beta_auc", "beta-AUC"), ("neutral_auc", "neutral-AUC")):
+        scores = _methods(section[key])
+        if "dxai" in scores and len(scores) > 1:
+            best = min((name for name in scores if name != "dxai"), key=scores.get)
+            below = section[f"dxai_lowest_{key}"]
+            lines.append(f"- {label}: DXAI {_number(scores['dxai'])}, best baseline {method_name(best)} "
+                         f"{_number(scores[best])}: DXAI is {'below' if below else '**not below**'} every baseline.")
     error = section["gt_distinct_error"]
     if error is not None and "dxai" in error:
         lowest = section["dxai_lowest_gt_error"]

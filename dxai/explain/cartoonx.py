@@ -52,7 +52,7 @@ class CartoonX(RDE):
                  lam: float = 20.0, lr: float = 1e-3, steps: int = 2000, num_samples: int = 64,
                  distortion: str = "label", samples_per_call: int = 128, mask_predictor: nn.Module | None = None,
                  init: str = "ones", class_names: list[str] | None = None,
-                 refine_schedule: Schedule | str | None = "refine"):
+                 refine_schedule: Schedule | str | dict | None = "refine"):
         super().__init__(classifier, normalization=normalization, lam=lam, lr=lr, steps=steps,
                          num_samples=num_samples, distortion=distortion, samples_per_call=samples_per_call,
                          class_names=class_names, refine_schedule=refine_schedule)

@@ -263,6 +263,15 @@ SCHEDULES = {
 }
 
 
+def as_schedule(schedule: Schedule | str | dict | None) -> Schedule | None:
+    """A ``Schedule`` from itself, a name of ``SCHEDULES`` or its fields as a dict (as model.json stores it)."""
+    if isinstance(schedule, str):
+        if schedule not in SCHEDULES:
+            raise DXAIError(f"unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)} or give a Schedule")
+        return SCHEDULES[schedule]
+    return Schedule(**schedule) if isinstance(schedule, dict) else schedule
+
+
 class MaskOptimizer:
     """Adam on a batch of masks, each projected back to [0, 1] after every step (Algorithm 1)."""
 
@@ -353,7 +362,7 @@ class RDE(ABC):
         self.normalization, self.class_names = normalization, class_names
         self.lam, self.lr, self.steps, self.num_samples = lam, lr, steps, num_samples
         self.distortion, self.samples_per_call = distortion, samples_per_call
-        self.refine_schedule = SCHEDULES[refine_schedule] if isinstance(refine_schedule, str) else refine_schedule
+        self.refine_schedule = as_schedule(refine_schedule)
 
     def schedule_for(self, init) -> Schedule:
         """The paper's constant ``lr`` from all-ones; ``refine_schedule`` (when set) from a given mask."""
@@ -380,7 +389,7 @@ class RDE(ABC):
         a ``Schedule`` or a name of ``SCHEDULES`` (default: ``schedule_for(init)``).
         """
         steps = self.steps if steps is None else steps
-        schedule = SCHEDULES[schedule] if isinstance(schedule, str) else schedule or self.schedule_for(init)
+        schedule = as_schedule(schedule) or self.schedule_for(init)
         if steps < 0:
             raise DXAIError(f"the number of optimisation steps must be 0 or more, not {steps}")
         images = self.check(images)

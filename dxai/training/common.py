@@ -99,6 +99,24 @@ class StageProgressBar(TQDMProgressBar):
         return metrics
 
 
+class FrozenClassifier:
+    """For a LightningModule with a frozen ``self.classifier``: it stays in eval mode when the module
+    trains, and checkpoints leave it out (the stage supplies it again on resume)."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.classifier.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("classifier.")]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"].update({f"classifier.{k}": v for k, v in self.classifier.state_dict().items()})
+
+
 def parse_devices(devices: str):
     """'1' -> 1, '0,1' -> [0, 1], 'auto' -> 'auto'."""
     text = str(devices).strip()

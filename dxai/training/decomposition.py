@@ -41,7 +41,7 @@ from dxai.nets.mapping import class_styles
 from dxai.normalization import Normalization
 from dxai.run_folder import resume_path
 from dxai.training import losses
-from dxai.training.common import log_image_panel, parse_devices
+from dxai.training.common import FrozenClassifier, log_image_panel, parse_devices
 
 STAGE = "decomposition"
 OPTIMIZER_STEPS_PER_ITERATION = 2
@@ -83,7 +83,7 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
         ema_param.lerp_(param.detach(), 1 - beta)
 
 
-class DecompositionModule(pl.LightningModule):
+class DecompositionModule(FrozenClassifier, pl.LightningModule):
     """Generator, mapping network, discriminator, their EMA copies and the frozen classifier.
 
     The classifier is a submodule for device placement only: it is frozen, never optimised,
@@ -122,11 +122,6 @@ class DecompositionModule(pl.LightningModule):
     @property
     def iteration(self) -> int:
         return self.global_step // OPTIMIZER_STEPS_PER_ITERATION
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.classifier.eval()
-        return self
 
     def _weighted_total(self, terms: dict[str, torch.Tensor], weights: dict[str, float],
                         phase: str) -> torch.Tensor:
@@ -230,16 +225,6 @@ class DecompositionModule(pl.LightningModule):
 
     def on_train_end(self):
         self.log_panel()
-
-    # -- checkpoints: everything but the frozen classifier -------------------------------------
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("classifier.")]:
-            del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"].update({f"classifier.{k}": v for k, v in self.classifier.state_dict().items()})
 
     # -- watching it train ---------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from dxai.config import Config
 from dxai.explain.rde import RDEObjective
 from dxai.models import build_cartoonx, build_mask_predictor
 from dxai.normalization import Normalization
-from dxai.training.common import log_image_panel
+from dxai.training.common import FrozenClassifier, log_image_panel
 from dxai.wavelets import flatten_mask
 
 STAGE = "masks"
@@ -40,7 +40,7 @@ def ramped_lam(step: int, warmup_steps: float, lam: float) -> float:
     return lam * min(1.0, step / warmup_steps) if warmup_steps > 0 else lam
 
 
-class MaskModule(pl.LightningModule):
+class MaskModule(FrozenClassifier, pl.LightningModule):
     """The mask predictor trained on the RDE objective of the frozen classifier.
 
     The classifier (wrapped to take [0, 1] images) is a submodule for device placement only:
@@ -61,11 +61,6 @@ class MaskModule(pl.LightningModule):
         self.distilling = distill is not None
         for name, tensor in (distill or {}).items():
             self.register_buffer(f"distill_{name}", tensor, persistent=False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.classifier.eval()
-        return self
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.predictor.parameters(), lr=self.cfg.masks.lr)
@@ -103,14 +98,6 @@ class MaskModule(pl.LightningModule):
 
     def on_train_end(self):
         self.log_panel()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("classifier.")]:
-            del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"].update({f"classifier.{k}": v for k, v in self.classifier.state_dict().items()})
 
     @torch.no_grad()
     def log_panel(self) -> None:
