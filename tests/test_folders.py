@@ -1,9 +1,16 @@
+import json
+import logging
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from dxai.config import load_config
+from dxai.data import folders, scan_cache
 from dxai.data.datamodule import DXAIDataModule
 from dxai.data.folders import DataError, FolderDataset
 
@@ -45,12 +52,21 @@ def test_corrupt_file_is_skipped_and_reported_once(tmp_path, caplog):
     assert all(path != bad for path, _ in data.samples)
 
 
-def test_empty_class_folder_is_reported(tmp_path, caplog):
+def test_class_folder_without_a_readable_image_is_an_error_naming_it(tmp_path):
     root = make_tree(tmp_path / "data")
     (root / "train" / "wild").mkdir()
-    data = FolderDataset(root, "train")
-    assert data.empty_classes == [str(root / "train" / "wild")]
-    assert any("hold no images" in r.getMessage() for r in caplog.records)
+    with pytest.raises(DataError, match=r"train/wild \(no image files\)"):
+        FolderDataset(root, "train")
+    (root / "train" / "wild" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"train/wild \(all 1 unreadable\)"):
+        FolderDataset(root, "train")
+
+
+def test_one_class_tree_is_an_error(tmp_path):
+    root = make_tree(tmp_path / "data", classes=("cat",))
+    cfg = load_config("folder", [f"data.root={root}", "data.num_classes=1", "data.num_workers=0"])
+    with pytest.raises(DataError, match="at least two"):
+        DXAIDataModule(cfg.data)
 
 
 def test_missing_root_and_split_say_what_is_expected(tmp_path):
@@ -88,3 +104,103 @@ def test_class_count_mismatch_is_an_error(tmp_path):
 def test_data_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DXAI_DATA", str(tmp_path / "elsewhere"))
     assert load_config("afhq").data.root == str(tmp_path / "elsewhere")
+
+
+def folder_config(root, *overrides):
+    return load_config("folder", [f"data.root={root}", "data.img_size=16", "data.batch_size=4",
+                                  "data.num_workers=0", "data.num_classes=2", *overrides])
+
+
+def test_split_smaller_than_a_stage_batch_names_the_stage_the_counts_and_the_fix(tmp_path):
+    root = make_tree(tmp_path / "data")  # 7 training images
+    cfg = folder_config(root)
+    with pytest.raises(DataError, match=r"masks stage .* batches of 32 \(masks.batch_size\).* has 7 images.*"
+                                        r"masks.batch_size=7"):
+        DXAIDataModule(cfg.data, batch_size=32, stage="masks").train_dataloader()
+    with pytest.raises(DataError, match=r"classifier stage .* 4 per process on 2 processes.*--batch-size 4"):
+        DXAIDataModule(folder_config(root, "data.batch_size=5").data).check_batch_size(world_size=2)
+    DXAIDataModule(cfg.data, batch_size=7, stage="masks").check_batch_size()  # exactly one full batch
+
+
+def counting_decodes(monkeypatch) -> list:
+    calls = []
+    verify = folders._is_readable
+
+    def counted(path):
+        calls.append(path)
+        return verify(path)
+
+    monkeypatch.setattr(folders, "_is_readable", counted)
+    return calls
+
+
+def test_second_open_decodes_nothing_and_a_changed_file_is_verified_again(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "data")
+    calls = counting_decodes(monkeypatch)
+    first = FolderDataset(root, "train")
+    assert len(calls) == 7 and (root / ".dxai-scan-train.json").is_file()
+    calls.clear()
+    second = FolderDataset(root, "train")
+    assert calls == [] and second.samples == first.samples
+    changed = root / "train" / "cat" / "1.png"
+    Image.fromarray(np.zeros((9, 9, 3), dtype=np.uint8)).save(changed)
+    os.utime(changed, ns=(1, 1))  # a new mtime even on coarse file systems
+    (root / "train" / "dog" / "new.png").write_bytes(changed.read_bytes())
+    FolderDataset(root, "train")
+    assert sorted(p.name for p in calls) == ["1.png", "new.png"]
+    calls.clear()
+    FolderDataset(root, "train")
+    assert calls == []
+
+
+def test_broken_files_are_not_cached_as_readable(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "data")
+    (root / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    FolderDataset(root, "train")
+    calls = counting_decodes(monkeypatch)
+    data = FolderDataset(root, "train")
+    assert [p.name for p in calls] == ["broken.jpg"] and len(data) == 7
+
+
+def test_scan_cache_goes_to_the_home_cache_when_the_root_is_read_only(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "data")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write = scan_cache.atomic_write_text
+
+    def read_only_root(path, text):
+        if Path(path).parent == root:
+            raise PermissionError(13, "Permission denied", str(path))
+        write(path, text)
+
+    monkeypatch.setattr(scan_cache, "atomic_write_text", read_only_root)
+    FolderDataset(root, "train")
+    cached = list((tmp_path / "cache" / "dxai").glob("scan-*-train.json"))
+    assert len(cached) == 1 and len(json.loads(cached[0].read_text())["files"]) == 7
+    assert not (root / ".dxai-scan-train.json").exists()
+    calls = counting_decodes(monkeypatch)
+    FolderDataset(root, "train")
+    assert calls == []
+
+
+def test_a_file_deleted_during_training_is_replaced_with_a_warning(tmp_path, caplog):
+    root = make_tree(tmp_path / "data")
+    data = FolderDataset(root, "train", img_size=16)
+    path, _ = data.samples[2]
+    path.unlink()
+    with caplog.at_level(logging.WARNING):
+        item = data[2]
+        data[2]
+    assert item["image"].shape == (3, 16, 16)
+    assert sum(str(path) in r.getMessage() for r in caplog.records) == 1
+
+
+def test_data_gone_during_training_is_one_sentence_even_from_a_worker(tmp_path):
+    root = make_tree(tmp_path / "data")
+    data = FolderDataset(root, "train", img_size=16)
+    for path, _ in data.samples:
+        path.unlink()
+    loader = DataLoader(data, batch_size=2, num_workers=1)
+    with pytest.raises(DataError) as error:
+        next(iter(loader))
+    message = str(error.value)
+    assert "Traceback" not in message and "cannot be read any more" in message and "last.ckpt" in message

@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from dxai.explain.cartoonx import CartoonX  # noqa: E402
 from dxai.explain.classifier_wrapper import evaluation_mode  # noqa: E402
@@ -79,15 +80,18 @@ def _synchronize(device: torch.device) -> None:
 
 
 def optimisation_curve(cartoonx: CartoonX, images: torch.Tensor, representation, target: torch.Tensor,
-                       initial: Bands, steps: int, every: int, measure: FixedNoiseLoss, seed: int) -> Curve:
+                       initial: Bands, steps: int, every: int, measure: FixedNoiseLoss, seed: int,
+                       description: str = "CartoonX") -> Curve:
     """CartoonX's Adam loop (``RDE.optimize``'s, with the same objective and optimiser) from
-    ``initial``, measuring the mean fixed-noise loss at step 0, every ``every`` steps and at the end."""
+    ``initial``, measuring the mean fixed-noise loss at step 0, every ``every`` steps and at the end.
+    A progress bar named ``description`` shows on a terminal (tqdm's ``disable=None``)."""
     objective = RDEObjective(cartoonx.classifier, images, representation, target, cartoonx.lam,
                              cartoonx.num_samples, cartoonx.distortion)
     seeds = [seed + index for index in range(len(images))]
     optimizer = MaskOptimizer(objective, initial, cartoonx.lr, seeds, cartoonx.samples_per_call)
     points, losses, seconds = [0], [float(measure(optimizer.masks).loss.mean())], 0.0
-    for step in range(1, steps + 1):
+    bar = tqdm(range(1, steps + 1), desc=description, unit="step", disable=None, leave=False)
+    for step in bar:
         _synchronize(images.device)
         start = time.perf_counter()
         optimizer.step()
@@ -96,6 +100,8 @@ def optimisation_curve(cartoonx: CartoonX, images: torch.Tensor, representation,
         if step % every == 0 or step == steps:
             points.append(step)
             losses.append(float(measure(optimizer.masks).loss.mean()))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar.close()
     return Curve(points, losses, [band.detach() for band in optimizer.masks], seconds)
 
 
@@ -156,9 +162,11 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
         one_pass = measure(predicted_mask)
         one_pass_ms = one_pass_ms_per_image(cartoonx, images)
         ones = optimisation_curve(cartoonx, images, representation, target, ones_mask(shapes, len(images),
-                                  images.device, images.dtype), settings.steps, settings.every, measure, settings.seed)
+                                  images.device, images.dtype), settings.steps, settings.every, measure, settings.seed,
+                                  "CartoonX from all-ones")
         predicted = optimisation_curve(cartoonx, images, representation, target, predicted_mask,
-                                       settings.predictor_steps, settings.predictor_every, measure, settings.seed)
+                                       settings.predictor_steps, settings.predictor_every, measure, settings.seed,
+                                       "CartoonX from the predicted mask")
     optimum = ones.loss[-1]
     reached = steps_to_reach(predicted, optimum)
     one_pass_loss = float(one_pass.loss.mean())

@@ -10,11 +10,13 @@ learning rate than the paper's 2000 at 1e-3, to fit a CPU), which the result rec
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from dxai.evaluation.rate_distortion import MODES, random_order, rate_distortion_curve, relevance_order
 from dxai.explain.cartoonx import CartoonX
@@ -47,6 +49,11 @@ def _optimisers(explainer: Explainer, settings: RDSettings) -> tuple[CartoonX, P
             PixelRDE(explainer.classifier, **options))
 
 
+def _on_terminal() -> bool:
+    """Progress bars only where someone watches (tqdm's ``disable=None`` rule)."""
+    return sys.stderr.isatty()
+
+
 def _timed(function):
     start = time.perf_counter()
     result = function()
@@ -62,8 +69,9 @@ def _orders(explainer: Explainer, cartoonx: CartoonX, pixel_rde: PixelRDE, image
     pixels = pixel_rde.representation(size)
     shapes = wavelet.mask_shapes(size)
     generator = torch.Generator().manual_seed(seed)
-    cartoonx_result, cartoonx_seconds = _timed(lambda: cartoonx.optimize(images01, seed=seed))
-    pixel_result, pixel_seconds = _timed(lambda: pixel_rde.optimize(images01, seed=seed))
+    progress = _on_terminal()
+    cartoonx_result, cartoonx_seconds = _timed(lambda: cartoonx.optimize(images01, seed=seed, progress=progress))
+    pixel_result, pixel_seconds = _timed(lambda: pixel_rde.optimize(images01, seed=seed, progress=progress))
     predicted, predictor_seconds = _timed(lambda: explainer.explain(images01).mask)
     orders = {
         "cartoonx": relevance_order(cartoonx_result.masks, generator),
@@ -85,12 +93,12 @@ def rd_comparison(explainer: Explainer, images01: torch.Tensor, settings: RDSett
     orders, representations, seconds = _orders(explainer, cartoonx, pixel_rde, images01, settings.seed)
     fractions = torch.linspace(0, 1, settings.fractions)
     curves: dict = {}
-    for mode in MODES:
-        for name, order in orders.items():
-            curve = rate_distortion_curve(cartoonx.classifier, images01, representations[name],
-                                          order.to(images01.device), fractions, mode=mode,
-                                          num_samples=settings.curve_samples, distortion="l2", seed=settings.seed)
-            curves.setdefault(mode, {})[name] = curve.mean_distortion.tolist()
+    runs = [(mode, name, order) for mode in MODES for name, order in orders.items()]
+    for mode, name, order in tqdm(runs, desc="rate-distortion curves", unit="curve", disable=None, leave=False):
+        curve = rate_distortion_curve(cartoonx.classifier, images01, representations[name],
+                                      order.to(images01.device), fractions, mode=mode,
+                                      num_samples=settings.curve_samples, distortion="l2", seed=settings.seed)
+        curves.setdefault(mode, {})[name] = curve.mean_distortion.tolist()
     areas = {mode: {name: float(np.trapezoid(values, fractions.numpy())) for name, values in by_method.items()}
              for mode, by_method in curves.items()}
     return {"settings": {**asdict(settings), "images": len(images01), "cartoonx_lam": cartoonx.lam,

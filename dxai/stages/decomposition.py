@@ -58,7 +58,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume) the decomposition, save the EMA networks, record the validation metrics."""
     d = cfg.decomposition
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    data = DXAIDataModule(cfg.data, batch_size=d.batch_size)
+    data = DXAIDataModule(cfg.data, batch_size=d.batch_size, stage=STAGE)
     classifier = load_classifier(cfg, run_dir)
     check_classifier(classifier, cfg, data.class_names)
     module = DecompositionModule(cfg, classifier, first_batch(data.val_set, d.num_panel_images))

@@ -56,13 +56,14 @@ def run(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume) the mask predictor, save it, evaluate it against CartoonX."""
     m = cfg.masks
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    data = DXAIDataModule(cfg.data, batch_size=m.batch_size)
+    data = DXAIDataModule(cfg.data, batch_size=m.batch_size, stage=STAGE)
     classifier = load_classifier(cfg, run_dir)
     normalization = Normalization.symmetric(cfg.data.img_channels)
     distill = distill_targets(cfg, classifier, data.train_set, run_dir) if m.distill else None
     module = MaskModule(cfg, classifier, first_images(data.val_set, m.num_panel_images, normalization), distill)
     trainer = make_trainer(cfg, run_dir, STAGE, max_steps=m.max_steps,
                            val_every_steps=min(m.image_every_steps, m.max_steps) or None)
+    data.check_batch_size(trainer.world_size)  # before any training: a full batch on every process
     trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=resume_path(run_dir, STAGE))
     results = {}
     if trainer.is_global_zero:
