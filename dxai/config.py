@@ -138,13 +138,13 @@ class MasksConfig:
     distill_images: int = 64
     distill_steps: int = 2000
     distill_weight: float = 10.0
-    eval_images: int = 32                # validation images of the evaluation, all in one CartoonX call
-    eval_steps: int = 2000               # CartoonX steps from the all-ones mask
-    eval_predictor_steps: int = 300      # CartoonX steps from the predicted mask
-    eval_num_samples: int = 4            # L of the evaluation's CartoonX optimisation
-    eval_loss_samples: int = 16          # the fixed noise set on which every mask's loss is measured
-    eval_every: int = 20                 # steps between measured points of the all-ones curve
-    eval_predictor_every: int = 10       # the same for the predictor-initialised curve
+    eval_images: int = 64                # validation images of the evaluation protocol, one CartoonX call each
+    eval_reference_steps: int = 2000     # the reference: CartoonX from all-ones at cartoonx.lr (the paper's setting)
+    eval_refine_steps: int = 300         # step limit of the refinement from the predicted mask and from all-ones
+    eval_num_samples: int = 4            # L of every optimisation of the evaluation
+    eval_bank_samples: int = 64          # the fixed noise bank per image on which every mask's loss is measured
+    eval_reference_every: int = 100      # steps between measured points of the reference curve
+    eval_refine_every: int = 5           # the same for the refinement curves
     eval_seed: int = 0
 
 

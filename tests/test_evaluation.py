@@ -34,7 +34,7 @@ TINY = [
     "decomposition.base_channels=4", "decomposition.max_channels=8", "decomposition.disc_base_channels=4",
     "decomposition.disc_max_channels=8", "decomposition.style_dim=8", "decomposition.mapping_hidden=16",
     "decomposition.batch_size=8", "masks.max_steps=2", "masks.base_channels=4", "masks.eval_images=2",
-    "masks.eval_steps=3", "masks.eval_predictor_steps=2",
+    "masks.eval_reference_steps=3", "masks.eval_refine_steps=2", "masks.eval_bank_samples=2",
     "evaluation.num_images=12", "evaluation.batch_size=8", "evaluation.path_steps=2", "evaluation.panel_images=3",
     "evaluation.rd_images=2", "evaluation.rd_steps=2", "evaluation.rd_num_samples=2", "evaluation.rd_curve_samples=2",
 ]

@@ -23,7 +23,8 @@ TINY_STAGES = [
     "decomposition.base_channels=4", "decomposition.max_channels=8", "decomposition.disc_base_channels=4",
     "decomposition.disc_max_channels=8", "decomposition.style_dim=8", "decomposition.mapping_hidden=16",
     "decomposition.num_downsample=2", "decomposition.batch_size=8",
-    "masks.max_steps=2", "masks.base_channels=4", "masks.eval_images=2", "masks.eval_steps=3",
+    "masks.max_steps=2", "masks.base_channels=4", "masks.eval_images=2", "masks.eval_reference_steps=3",
+    "masks.eval_refine_steps=2", "masks.eval_bank_samples=2",
 ]
 
 
@@ -80,6 +81,22 @@ def test_target_explains_the_chosen_class(run_dir, images):
     refined = explainer.explain(images, target=2, refine_steps=2)
     assert refined.mask.shape == explanation.mask.shape
     assert not torch.equal(refined.mask, explanation.mask)
+
+
+def test_refinement_follows_the_bundles_refinement_schedule(run_dir, images, monkeypatch):
+    from dxai.explain import rde
+
+    explainer = Explainer.from_bundle(run_dir)
+    used = []
+    original = rde.MaskOptimizer.__init__
+
+    def spy(self, objective, initial, lr=1e-3, seeds=None, samples_per_call=128, schedule=None, total_steps=0):
+        used.append((schedule, total_steps))
+        original(self, objective, initial, lr, seeds, samples_per_call, schedule, total_steps)
+
+    monkeypatch.setattr(rde.MaskOptimizer, "__init__", spy)
+    explainer.explain(images, refine_steps=3)
+    assert used == [(rde.SCHEDULES["refine"], 3)]
 
 
 def test_bad_bundles_are_clear_errors(run_dir, tmp_path):

@@ -14,8 +14,8 @@ from dxai.wavelets import mask_shapes
 
 TINY_MASKS = ["masks.max_steps=3", "masks.batch_size=8", "masks.num_samples=2", "masks.base_channels=8",
               "masks.image_every_steps=2", "masks.num_panel_images=2", "masks.eval_images=4",
-              "masks.eval_steps=6", "masks.eval_predictor_steps=4", "masks.eval_num_samples=2",
-              "masks.eval_loss_samples=2", "masks.eval_every=2", "masks.eval_predictor_every=2"]
+              "masks.eval_reference_steps=6", "masks.eval_refine_steps=4", "masks.eval_num_samples=2",
+              "masks.eval_bank_samples=2", "masks.eval_reference_every=2", "masks.eval_refine_every=2"]
 
 
 def test_masks_stage_comes_after_the_classifier_and_the_decomposition():
@@ -33,12 +33,15 @@ def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_override
     assert predictor_path(run_dir).is_file() and is_done(cfg, run_dir)
     masks = json.loads((run_dir / "report" / "metrics.json").read_text())["masks"]
     assert masks["train_steps"] == 3
-    assert masks["settings"]["images"] == 4 and masks["settings"]["num_samples"] == 2
-    assert masks["ones_curve"]["steps"] == [0, 2, 4, 6]
-    assert masks["predictor_curve"]["steps"] == [0, 2, 4]
-    assert masks["one_pass_loss_ratio"] == pytest.approx(masks["one_pass_loss"] / masks["ones_final_loss"])
-    assert masks["one_pass_ms_per_image"] > 0 and masks["cartoonx_s_per_image"] > 0
-    assert (run_dir / "report" / "masks_loss_curves.png").is_file()
+    assert masks["eval_images"] == 4 and masks["settings"]["num_samples"] == 2
+    assert masks["curves"]["reference"]["steps"] == [0, 2, 4, 6]
+    assert masks["curves"]["reference, seed 1"]["steps"] == [0, 6]
+    assert masks["curves"]["refined from the predictor"]["steps"] == [0, 2, 4]
+    assert masks["one_pass_loss_ratio"] == pytest.approx(masks["one_pass_loss"] / masks["reference_final_loss"])
+    assert 0 <= masks["steps_to_reference_median"] <= 4 and 0 <= masks["fraction_within_200"] <= 1
+    assert masks["one_pass_ms_per_image"] > 0 and masks["reference_s_per_image"] > 0
+    assert (run_dir / "report" / "masks_loss_vs_steps.png").is_file()
+    assert (run_dir / "report" / "masks_loss_vs_seconds.png").is_file()
     assert list((run_dir / "report" / "panels").glob("masks_evaluation_*.png"))
 
     predictor = load_mask_predictor(cfg, run_dir)

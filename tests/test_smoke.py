@@ -16,8 +16,8 @@ def test_smoke_keeps_the_data_sets_networks_and_shrinks_every_budget():
     assert smoke.decomposition.base_channels == plain.decomposition.base_channels
     assert smoke.data.img_size == plain.data.img_size == 256 and smoke.cartoonx.levels == plain.cartoonx.levels
     assert smoke.run.run_name == "smoke"
-    budgets = ["classifier.max_steps", "decomposition.max_steps", "masks.max_steps", "masks.eval_steps",
-               "masks.eval_predictor_steps", "masks.eval_images", "evaluation.num_images", "evaluation.rd_images",
+    budgets = ["classifier.max_steps", "decomposition.max_steps", "masks.max_steps", "masks.eval_reference_steps",
+               "masks.eval_refine_steps", "masks.eval_images", "evaluation.num_images", "evaluation.rd_images",
                "evaluation.rd_steps", "evaluation.path_steps", "data.batch_size"]
     for key in budgets:
         section, name = key.split(".")
@@ -29,10 +29,10 @@ def test_smoke_keeps_the_data_sets_networks_and_shrinks_every_budget():
 
 def test_flags_and_overrides_win_over_smoke():
     cfg = config_of("--dataset", "afhq", "--smoke", "--batch-size", "2", "--max-steps", "3", "--run-name", "mine",
-                    "masks.eval_steps=9", "decomposition.batch_size=3")
+                    "masks.eval_reference_steps=9", "decomposition.batch_size=3")
     assert cfg.data.batch_size == 2 and cfg.masks.batch_size is None and cfg.decomposition.batch_size == 3
     assert cfg.classifier.max_steps == cfg.decomposition.max_steps == cfg.masks.max_steps == 3
-    assert cfg.masks.eval_steps == 9
+    assert cfg.masks.eval_reference_steps == 9
     args = parse_args(["--smoke", "--run-name", "mine"])
     assert overrides_from(args).index('run.run_name="smoke"') == 0  # the literal --run-name is set after
 

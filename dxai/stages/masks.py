@@ -17,7 +17,7 @@ from torch import nn
 from dxai.config import Config
 from dxai.data.batches import first_images
 from dxai.data.datamodule import DXAIDataModule
-from dxai.evaluation.masks import CurveSettings, evaluate_mask_predictor
+from dxai.evaluation.masks import ProtocolSettings, evaluate_mask_predictor
 from dxai.io import read_metrics, update_metrics
 from dxai.models import build_cartoonx
 from dxai.normalization import Normalization
@@ -41,11 +41,11 @@ def distill_targets(cfg: Config, classifier: nn.Module, dataset, run_dir: Path) 
     return targets
 
 
-def curve_settings(cfg: Config) -> CurveSettings:
+def protocol_settings(cfg: Config) -> ProtocolSettings:
     m = cfg.masks
-    return CurveSettings(steps=m.eval_steps, predictor_steps=m.eval_predictor_steps, num_samples=m.eval_num_samples,
-                         loss_samples=m.eval_loss_samples, every=m.eval_every, predictor_every=m.eval_predictor_every,
-                         seed=m.eval_seed)
+    return ProtocolSettings(reference_steps=m.eval_reference_steps, refine_steps=m.eval_refine_steps,
+                            num_samples=m.eval_num_samples, bank_samples=m.eval_bank_samples,
+                            reference_every=m.eval_reference_every, refine_every=m.eval_refine_every, seed=m.eval_seed)
 
 
 def is_done(cfg: Config, run_dir: Path) -> bool:
@@ -71,8 +71,9 @@ def run(cfg: Config, run_dir: Path) -> dict:
         save_weights(predictor, predictor_path(run_dir))
         results = evaluate(cfg, trainer, classifier, predictor, data.val_set, run_dir)
     trainer.strategy.barrier("mask predictor saved")
-    return {k: results[k] for k in ("one_pass_loss_ratio", "steps_to_optimum", "one_pass_ms_per_image",
-                                    "cartoonx_s_per_image") if k in results}
+    return {k: results[k] for k in ("one_pass_loss_ratio", "steps_to_reference_median", "steps_to_reference_p90",
+                                    "control_steps_to_reference_median", "refined_loss_ratio_at_200")
+            if k in results}
 
 
 def evaluate(cfg: Config, trainer: pl.Trainer, classifier: nn.Module, predictor: nn.Module, val_set,
@@ -82,12 +83,12 @@ def evaluate(cfg: Config, trainer: pl.Trainer, classifier: nn.Module, predictor:
     device = trainer.strategy.root_device
     images = first_images(val_set, m.eval_images, Normalization.symmetric(cfg.data.img_channels)).to(device)
     cartoonx = build_cartoonx(cfg, classifier.to(device), m.eval_num_samples, predictor.to(device))
-    results = evaluate_mask_predictor(cartoonx, images, curve_settings(cfg), report_dir(run_dir))
+    results = evaluate_mask_predictor(cartoonx, images, protocol_settings(cfg), report_dir(run_dir))
     panel = results.pop("panel")
     log_image_panel(trainer, "masks/evaluation", panel[:m.num_panel_images].flatten(0, 1),
-                    ["image", "one pass", f"ones, {m.eval_steps}", f"pred., {m.eval_predictor_steps}"],
-                    caption="the predictor's one-pass cartoon, CartoonX from all-ones and CartoonX started "
-                            "from the predictor's mask (optimisation steps after the comma)")
+                    ["image", "one pass", f"ones, {m.eval_reference_steps}", f"refined, {m.eval_refine_steps}"],
+                    caption="the predictor's one-pass cartoon, the reference (CartoonX from all-ones, the paper's "
+                            "setting) and the refinement from the predictor's mask (steps after the comma)")
     results["train_steps"] = trainer.global_step
     results["distill"] = m.distill
     update_metrics(run_dir, STAGE, results)
