@@ -33,7 +33,8 @@ def _config_dir() -> Path:
 
 CONFIG_DIR = _config_dir()
 BASE_KEY = "base"          # a data set file's shared settings: a path or a list of paths
-RETIRED_KEYS = ("run.stage",)  # written by earlier versions into config.yaml; ignored when read
+RETIRED_KEYS = ("run.stage", "masks.eval_steps", "masks.eval_predictor_steps", "masks.eval_loss_samples",
+                "masks.eval_every", "masks.eval_predictor_every")  # written by earlier versions; ignored when read
 
 
 @dataclass
