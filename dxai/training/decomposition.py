@@ -163,19 +163,23 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
             return x_hat_y, y
         return torch.cat([x_hat_y, x_hat_alt]), torch.cat([y, y_alt])
 
+    def _class_term(self, logits, y, y_alt) -> torch.Tensor:
+        """Eq. 6 for ``paper``; for ``neutral`` (definition 1) x_hat^y~, without psi_1, is pushed to the
+        classifier's uniform distribution instead of to the class y~."""
+        batch = len(y)
+        if self.cfg.decomposition.objective == "neutral":
+            return F.cross_entropy(logits[:batch], y) + losses.uniform_kl(logits[batch:])
+        return losses.class_fake_loss(logits[:batch], y, logits[batch:], y_alt)
+
     def _generator_terms(self, x, y, y_alt, branches, features, x_hat_y, x_hat_alt) -> dict[str, torch.Tensor]:
         d = self.cfg.decomposition
         batch = len(x)
-        classifier_logits = self.classifier(torch.cat([x_hat_y, x_hat_alt]))
-        if d.objective == "neutral":  # definition 1: without psi_1, the classifier sees no class at all
-            class_term = (F.cross_entropy(classifier_logits[:batch], y)
-                          + losses.uniform_kl(classifier_logits[batch:]))
-        else:
-            class_term = losses.class_fake_loss(classifier_logits[:batch], y, classifier_logits[batch:], y_alt)
-        fakes, fake_labels = self._critic_inputs(y, y_alt, x_hat_y, x_hat_alt)
+        both = torch.cat([x_hat_y, x_hat_alt])
+        classifier_logits = self.classifier(both)
+        fakes, fake_labels = (x_hat_y, y) if d.objective == "neutral" else (both, torch.cat([y, y_alt]))
         terms = {
             "adv": losses.adversarial_loss(losses.select_head(self.discriminator(fakes), fake_labels), real=True),
-            "cf": class_term,
+            "cf": self._class_term(classifier_logits, y, y_alt),
             "rec": losses.reconstruction_loss(x, x_hat_y, x_hat_alt),
             "dr": losses.dis_rec_loss(x, x_hat_y, branches[:batch, 0]),
             "orth": losses.orthogonality_loss(features, self.generator.num_branches),
