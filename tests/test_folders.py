@@ -52,6 +52,13 @@ def test_corrupt_file_is_skipped_and_reported_once(tmp_path, caplog):
     assert all(path != bad for path, _ in data.samples)
 
 
+def test_a_decompression_bomb_among_training_images_is_skipped_and_listed(tmp_path):
+    root = make_tree(tmp_path / "data")
+    Image.new("1", (14000, 14000)).save(root / "train" / "cat" / "bomb.png")
+    data = FolderDataset(root, "train")
+    assert len(data) == 7 and [s for s in data.skipped_files if "bomb.png" in s]
+
+
 def test_class_folder_without_a_readable_image_is_an_error_naming_it(tmp_path):
     root = make_tree(tmp_path / "data")
     (root / "train" / "wild").mkdir()

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from dxai.data.scan_cache import ScanCache
 from dxai.data.transforms import to_tensor
 from dxai.errors import DXAIError
-from dxai.images import IMAGE_SUFFIXES, ImageReadError, read_image
+from dxai.images import DECODER_ERRORS, IMAGE_SUFFIXES, ImageReadError, read_image
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _is_readable(path: Path) -> str | None:
         read_image(path, 1, 1)
     except ImageReadError as error:
         return str(error).removeprefix(f"{path}: ")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except DECODER_ERRORS as error:
         return f"{type(error).__name__}: {error}"
     return None
 
