@@ -15,6 +15,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from dxai.config import Config, read_config, save_config, validate
 from dxai.errors import DXAIError
 from dxai.io import TMP_SUFFIX, update_metrics
+from dxai.run_folder import bundle_dir
 from dxai.stages import STAGES
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def clean_leftovers(run_dir: Path) -> list[Path]:
     export staging folders (``.model-*``). If a kill came between the export's two renames, the
     previous bundle (``.model-old-*``) is put back as ``model/``. Returns what was removed."""
     removed: list[Path] = []
-    bundle = run_dir / "model"
+    bundle = bundle_dir(run_dir)
     for old in sorted(run_dir.glob(".model-old-*")):
         if not bundle.exists() and (old / "model.json").is_file():
             old.rename(bundle)

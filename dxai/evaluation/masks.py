@@ -19,7 +19,6 @@ optimisation steps, measurements excluded; the refined method's include the pred
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from dxai.explain.cartoonx import CartoonX  # noqa: E402
 from dxai.explain.classifier_wrapper import evaluation_mode  # noqa: E402
 from dxai.explain.rde import MaskOptimizer, RDELoss, RDEObjective, Schedule  # noqa: E402
+from dxai.timing import timed  # noqa: E402
 from dxai.wavelets import Bands, ones_mask  # noqa: E402
 
 STEPS_PLOT, SECONDS_PLOT = "masks_loss_vs_steps.png", "masks_loss_vs_seconds.png"
@@ -79,11 +79,6 @@ class NoiseBank:
         return self.objective.evaluate([band.detach() for band in masks], generators, SAMPLES_PER_CALL)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def optimisation_curve(cartoonx: CartoonX, images: torch.Tensor, representation, target: torch.Tensor,
                        initial: Bands, schedule: Schedule, steps: int, every: int, bank: NoiseBank, seed: int,
                        description: str) -> Curve:
@@ -96,11 +91,7 @@ def optimisation_curve(cartoonx: CartoonX, images: torch.Tensor, representation,
     points, losses, seconds = [0], [bank(optimizer.masks).loss.cpu()], 0.0
     bar = tqdm(range(1, steps + 1), desc=description, unit="step", disable=None, leave=False)
     for step in bar:
-        _synchronize(images.device)
-        start = time.perf_counter()
-        optimizer.step()
-        _synchronize(images.device)
-        seconds += time.perf_counter() - start
+        seconds += timed(optimizer.step, images.device)[1]
         if step % every == 0 or step == steps:
             points.append(step)
             losses.append(bank(optimizer.masks).loss.cpu())
@@ -125,15 +116,6 @@ def _loss_at(curve: Curve, step: int) -> float:
     """Mean loss at the last measured step at or before ``step``."""
     index = max(i for i, point in enumerate(curve.steps) if point <= step)
     return float(curve.loss[index].mean())
-
-
-def _timed_predictor(cartoonx: CartoonX, images: torch.Tensor, target: torch.Tensor) -> tuple[Bands, float]:
-    cartoonx.predicted_mask(images, target)  # warm-up
-    _synchronize(images.device)
-    start = time.perf_counter()
-    masks = cartoonx.predicted_mask(images, target)
-    _synchronize(images.device)
-    return masks, time.perf_counter() - start
 
 
 def _plot(curves: dict[str, tuple[Curve, float]], one_pass: tuple[float, float], level: float, path: Path,
@@ -177,7 +159,8 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
     with evaluation_mode(cartoonx.classifier):
         target = cartoonx.classifier(images).argmax(1)
         bank = NoiseBank(cartoonx, images, representation, target, s.bank_samples, s.seed)
-        predicted_mask, predictor_seconds = _timed_predictor(cartoonx, images, target)
+        cartoonx.predicted_mask(images, target)  # warm-up
+        predicted_mask, predictor_seconds = timed(lambda: cartoonx.predicted_mask(images, target), images.device)
         one_pass = bank(predicted_mask).loss.cpu()
         runs = {
             "reference": optimisation_curve(cartoonx, images, representation, target, ones, paper,

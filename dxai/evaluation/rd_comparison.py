@@ -11,7 +11,6 @@ learning rate than the paper's 2000 at 1e-3, to fit a CPU), which the result rec
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,6 +21,7 @@ from dxai.evaluation.rate_distortion import MODES, random_order, rate_distortion
 from dxai.explain.cartoonx import CartoonX
 from dxai.explain.pixel_rde import PixelRDE
 from dxai.inference import Explainer
+from dxai.timing import timed
 from dxai.wavelets import mask_size, unflatten_mask
 
 WAVELET_METHODS = ("cartoonx", "predictor", "random_wavelet")
@@ -54,12 +54,6 @@ def _on_terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def _timed(function):
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
-
-
 def _orders(explainer: Explainer, cartoonx: CartoonX, pixel_rde: PixelRDE, images01: torch.Tensor,
             seed: int) -> tuple[dict, dict, dict]:
     """Coefficient orderings per method, the representation each lives in, and the seconds per
@@ -70,9 +64,10 @@ def _orders(explainer: Explainer, cartoonx: CartoonX, pixel_rde: PixelRDE, image
     shapes = wavelet.mask_shapes(size)
     generator = torch.Generator().manual_seed(seed)
     progress = _on_terminal()
-    cartoonx_result, cartoonx_seconds = _timed(lambda: cartoonx.optimize(images01, seed=seed, progress=progress))
-    pixel_result, pixel_seconds = _timed(lambda: pixel_rde.optimize(images01, seed=seed, progress=progress))
-    predicted, predictor_seconds = _timed(lambda: explainer.explain(images01).mask)
+    device = images01.device
+    cartoonx_result, cartoonx_seconds = timed(lambda: cartoonx.optimize(images01, seed=seed, progress=progress), device)
+    pixel_result, pixel_seconds = timed(lambda: pixel_rde.optimize(images01, seed=seed, progress=progress), device)
+    predicted, predictor_seconds = timed(lambda: explainer.explain(images01).mask, device)
     orders = {
         "cartoonx": relevance_order(cartoonx_result.masks, generator),
         "predictor": relevance_order(unflatten_mask(predicted, shapes), generator),

@@ -8,26 +8,19 @@ to warm up, then ``repeats`` times; the median time counts.
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
 from dxai.explain.baselines import make_baseline
 from dxai.inference import Explainer
+from dxai.timing import timed
 
 IG_STEPS = 50
 
 
 def _median_seconds(function, repeats: int, device: torch.device) -> float:
-    def timed() -> float:
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    timed()
-    return statistics.median(timed() for _ in range(repeats))
+    function()  # warm-up
+    return statistics.median(timed(function, device)[1] for _ in range(repeats))
 
 
 def explainer_vs_integrated_gradients(explainer: Explainer, images: torch.Tensor, repeats: int = 3,

@@ -14,6 +14,7 @@ rankings get rate-distortion curves on ``evaluation.rd_images`` images (CartoonX
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from dxai.measures.decomposition import BETAS, top_probability
 from dxai.measures.ground_truth import GroundTruthScores, centred_energy
 from dxai.normalization import Normalization
 from dxai.run_folder import report_dir
+from dxai.timing import timed
 from dxai.training.common import make_logger, parse_devices
 
 RANK_ZERO_ONLY = True
@@ -105,14 +107,6 @@ def classes_in_turn(dataset):
     return Subset(dataset, order)
 
 
-def _timed(method, images: torch.Tensor) -> tuple[Explanation, float]:
-    start = time.perf_counter()
-    explanation = method(images)
-    if images.is_cuda:
-        torch.cuda.synchronize(images.device)
-    return explanation, time.perf_counter() - start
-
-
 def _first_of_each_class(explanation: Explanation, labels: torch.Tensor, num_classes: int) -> dict[int, Explanation]:
     return {label: explanation[int(torch.nonzero(labels == label)[0])]
             for label in range(num_classes) if bool((labels == label).any())}
@@ -155,7 +149,7 @@ def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device) -> tup
         images01 = explainer.normalization.denormalize(images).clamp(0, 1)
         for name, method in methods.items():
             bar.set_postfix(batch=f"{index + 1}/{len(loader)}", method=name)
-            explanation, seconds = _timed(method, images01)
+            explanation, seconds = timed(partial(method, images01), device)
             bar.update()
             scores[name].add(classifier, explanation, batch, seconds)
             if matching is not None:
