@@ -95,6 +95,11 @@ def classifier_path(run_dir: Path) -> Path:
     return checkpoint_dir(run_dir, "classifier") / "classifier.safetensors"
 
 
+def independent_classifier_path(run_dir: Path, index: int) -> Path:
+    """The ``index``-th classifier trained apart from the explained one (transfer neutrality)."""
+    return checkpoint_dir(run_dir, "classifier") / f"independent_{index}.safetensors"
+
+
 def decomposition_path(run_dir: Path, name: str) -> Path:
     return checkpoint_dir(run_dir, "decomposition") / f"{name}.safetensors"
 
@@ -190,6 +195,20 @@ def load_classifier(cfg: Config, run_dir: Path) -> nn.Module:
                              "(python train.py --stage classifier)")
     state = read_safetensors(path, "run the classifier stage again (python train.py --stage classifier)")
     return _frozen(load_weights_into(build_configured_classifier(cfg), state, path, cfg))
+
+
+def load_independent_classifiers(cfg: Config, run_dir: Path) -> list[nn.Module]:
+    """The run's ``classifier.independent`` independently trained classifiers, frozen (same domain as
+    ``load_classifier``); they judge the explanations, nothing is trained against them."""
+    fix = "run the classifier stage again (python train.py --stage classifier)"
+    classifiers = []
+    for index in range(cfg.classifier.independent):
+        path = independent_classifier_path(run_dir, index)
+        if not path.is_file():
+            raise RunFolderError(f"{path} is missing; {fix}, or set classifier.independent={index}")
+        state = read_safetensors(path, fix)
+        classifiers.append(_frozen(load_weights_into(build_configured_classifier(cfg), state, path, cfg)))
+    return classifiers
 
 
 def load_decomposition(cfg: Config, run_dir: Path) -> tuple[Generator, MappingNetwork]:

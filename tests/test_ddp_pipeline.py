@@ -70,6 +70,10 @@ def test_full_pipeline_under_two_process_ddp(tmp_path):
     assert metrics["classifier"]["steps"] == 4 and metrics["decomposition"]["iterations"] == 2
     assert set(metrics["seconds"]) == {"classifier", "decomposition", "masks", "export", "evaluate"}
     assert (run_dir / "report" / "report.md").is_file()
+    assert (checkpoint_dir(run_dir, "classifier") / "independent_0.safetensors").is_file()  # on half the images
+    assert metrics["classifier"]["independent"][0]["training_images"] == 12
+    assert 0 <= metrics["decomposition"]["transfer_true_prob"] <= 1
+    assert set(metrics["evaluation"]["transfer"]) == set(metrics["evaluation"]["beta_auc"])
     assert sorted(p.name for p in checkpoint_dir(run_dir, "masks").glob("*.safetensors")) == [
         "mask_predictor.safetensors"]
     explainer = Explainer.from_bundle(run_dir)

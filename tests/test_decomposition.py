@@ -187,3 +187,28 @@ def test_ddp_is_told_about_the_unused_parameters_of_each_backward():
         assert decomposition.gan_strategy(trainer) == expected
     trainer.strategy, trainer.devices = "auto", "2"
     assert decomposition.gan_strategy(trainer) == "ddp_find_unused_parameters_true"
+
+
+def test_the_kept_weights_are_those_of_the_most_neutral_validation_for_the_independent_classifiers(tiny):
+    cfg = load_config("synthetic", tiny + ["decomposition.max_steps=6", "decomposition.select_min_psnr=-100"])
+    run_dir = run_pipeline(cfg, "decomposition")
+    section = json.loads((run_dir / "report" / "metrics.json").read_text())["decomposition"]
+    history = section["selection_history"]
+    assert [entry["iteration"] for entry in history] == [2, 4, 6]
+    best = min(history, key=lambda entry: entry["transfer_max_prob"])
+    assert section["selected_iteration"] == best["iteration"]
+    assert round(section["transfer_max_prob"], 4) == best["transfer_max_prob"]  # validated again: the kept weights
+    for key in ("transfer_true_prob", "transfer_argmax_true", "transfer_residual_true_prob",
+                "transfer_background_max_prob", "agnostic_true_prob"):
+        assert 0 <= section[key] <= 1, key
+    assert len(section["transfer_by_classifier"]["true_prob"]) == cfg.classifier.independent
+    kept = load_decomposition(cfg, run_dir)[0].state_dict()
+    selected = torch.load(checkpoint_dir(run_dir, "decomposition") / "last.ckpt", weights_only=False)["dxai_selection"]
+    assert all(torch.equal(kept[key], selected["state"][f"generator_ema.{key}"]) for key in kept)
+
+
+def test_without_independent_classifiers_the_last_weights_are_kept(tiny):
+    cfg = load_config("synthetic", tiny + ["decomposition.max_steps=2", "classifier.independent=0"])
+    section = decomposition.run(cfg, run_pipeline(cfg, "classifier"))
+    assert section["selected_iteration"] == 2 and section["selection"].startswith("last")
+    assert "transfer_max_prob" not in section

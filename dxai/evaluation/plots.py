@@ -132,9 +132,11 @@ def _part_tile(part: torch.Tensor, normalization: Normalization) -> torch.Tensor
 
 
 def decomposition_grid(explanations: dict[str, Explanation], normalization: Normalization, class_names: list[str],
-                       path: Path, labels: torch.Tensor, class_parts: torch.Tensor | None = None) -> Path:
+                       path: Path, labels: torch.Tensor, class_parts: torch.Tensor | None = None,
+                       agnostic_predictions: list[list[str]] | None = None) -> Path:
     """Rows: images. Columns: the input, the true class part (synthetic data), DXAI's distinct
-    part, agnostic part and cartoon, then every baseline's distinct part."""
+    part, agnostic part and cartoon, then every baseline's distinct part. ``agnostic_predictions``:
+    per row, lines naming what classifiers read in DXAI's agnostic part (written under the labels)."""
     dxai = explanations.get("dxai")
     columns: list[tuple[str, list[torch.Tensor]]] = []
     reference = next(iter(explanations.values()))
@@ -163,6 +165,8 @@ def decomposition_grid(explanations: dict[str, Explanation], normalization: Norm
     for row in range(rows):
         predicted = int(reference.predicted[row])
         text = [f"true: {class_names[int(labels[row])]}", f"predicted: {class_names[predicted]}"]
+        if agnostic_predictions is not None:
+            text += ["on agnostic:", *agnostic_predictions[row]]
         for line, value in enumerate(text):
             draw.text((4, HEADER + row * step + 4 + 12 * line), value, fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -185,6 +185,14 @@ def _summary(section: dict) -> list[str]:
             below = section[f"dxai_lowest_{key}"]
             lines.append(f"- {label}: DXAI {_number(scores['dxai'])}, best baseline {method_name(best)} "
                          f"{_number(scores[best])}: DXAI is {'below' if below else '**not below**'} every baseline.")
+    transfer = section.get("transfer")
+    if transfer and "dxai" in transfer:
+        lowest = section["dxai_lowest_transfer_true_prob"]
+        dxai = transfer["dxai"]
+        lines.append(f"- Transfer: independent classifiers give the true class {_number(dxai['true_prob'])} "
+                     f"on DXAI's agnostic part (argmax right for {_number(dxai['argmax_true'])}; "
+                     f"1/c = {1 / len(section['classes']):.3f}): {'the lowest' if lowest else '**not the lowest**'} "
+                     "of every method.")
     error = section["gt_distinct_error"]
     if error is not None and "dxai" in error:
         lowest = section["dxai_lowest_gt_error"]
@@ -200,6 +208,27 @@ def _summary(section: dict) -> list[str]:
         lines.append(f"- Rate-distortion: the fastest-falling keep curve is {RD_NAMES[best]}'s (area "
                      f"{keep[best]:.3g}; {others}).")
     return lines
+
+
+def _transfer_section(section: dict) -> str:
+    """Transfer neutrality: the independent classifiers on every method's agnostic part."""
+    transfer, c = section["transfer"], len(section["classes"])
+    order = sorted(transfer, key=lambda name: transfer[name]["true_prob"])
+    rows = [[f"**{method_name(name)}**" if name == "dxai" else method_name(name),
+             _number(transfer[name]["true_prob"]), _number(transfer[name]["argmax_true"]),
+             _number(transfer[name]["max_prob"]), _number(section["agnostic_max_prob"][name]),
+             _number(section["distinct_energy"][name])] for name in order]
+    background = section.get("transfer_background")
+    yardstick = (f" On the true backgrounds they give the true class {_number(background['true_prob'])} and a top "
+                 f"probability of {_number(background['max_prob'])}: the yardstick." if background else "")
+    return "\n".join([
+        _table(["method", "independent: p(true class) on ψ_agnostic", "independent: argmax = true class",
+                "independent: top probability", "explained classifier: top probability", "distinct energy"], rows),
+        "", f"Classifiers trained apart from the explained one (same recipe, another seed, other training images) "
+        f"judge every method's agnostic part (x minus the method's distinct part); nothing was trained against "
+        f"them. A part that is neutral for the explained classifier only is an adversarial example, not an "
+        f"explanation: neutral means p(true class) and the argmax rate near 1/c = {1 / c:.3f} for these "
+        f"classifiers too. The distinct energy says how much of the image a method removes to get there.{yardstick}"])
 
 
 def write_markdown(section: dict, title: str, path: Path) -> Path:
@@ -218,13 +247,18 @@ def write_markdown(section: dict, title: str, path: Path) -> Path:
     ]
     if "dxai" in section["class_probabilities"]:
         parts += ["## Class probabilities along beta (DXAI paper, fig. 7)", "", _probability_section(section), ""]
+    if section.get("transfer"):
+        parts += ["## Transfer neutrality: independent classifiers on the agnostic part", "",
+                  _transfer_section(section), ""]
     if synthetic:
         parts += ["## Ground truth (synthetic data)", "", _ground_truth_section(section), ""]
     parts += ["## Decompositions side by side", "", f"![decompositions by every method]({GRID})", "",
               "Rows are validation images; columns the input, " + ("the true class part, " if synthetic else "")
               + "DXAI's distinct part, agnostic part and cartoon (the mask predictor's CartoonX image), then every "
               "baseline's distinct part w x. Parts are drawn in image units around mid-grey (grey = 0, brighter "
-              "= positive), all on the same scale, so a faint part looks faint.", "",
+              "= positive), all on the same scale, so a faint part looks faint. Under each row's labels: the class "
+              "that the explained classifier (A) and an independent one (B) read in DXAI's agnostic part, with "
+              "its probability.", "",
               "## Classifier matching (DXAI paper, table 3)", "", _matching_section(section["matching"]), "",
               "## Rate-distortion of the mask explanations (CartoonX paper, fig. 7)", "",
               _rd_section(section["rate_distortion"]), ""]

@@ -4,20 +4,35 @@ The result is ``<run>/checkpoints/classifier/classifier.safetensors``; every lat
 loads it with ``dxai.run_folder.load_classifier``. A user's own weights
 (``--classifier-weights``) are checked against the data set's class count and the
 architecture, then adopted as they are.
+
+After it, ``classifier.independent`` classifiers are trained by the same recipe with another seed
+on other training images (a synthetic training set of another seed; a seeded half of a folder's
+training split): ``independent_<k>.safetensors``. Nothing is trained against them; they judge
+whether an agnostic part is neutral for classifiers other than the one it was made for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
+from torch.utils.data import Subset
 
 from dxai.config import Config
-from dxai.data.datamodule import DXAIDataModule
+from dxai.data.datamodule import DXAIDataModule, build_datasets
 from dxai.errors import DXAIError
 from dxai.io import read_metrics, update_metrics
 from dxai.models import build_configured_classifier
-from dxai.run_folder import classifier_path, load_weights_into, read_state_dict, resume_path, save_weights
+from dxai.run_folder import (
+    classifier_path,
+    independent_classifier_path,
+    load_weights_into,
+    read_state_dict,
+    resume_path,
+    save_weights,
+)
 from dxai.training.classifier import ClassifierModule
 from dxai.training.common import make_trainer
 
@@ -36,8 +51,49 @@ class ResumableClassifierModule(ClassifierModule):
                 state["_schedule_phases"] = fresh["_schedule_phases"]
 
 
+INDEPENDENT_SEED_STRIDE = 1000  # seeds (training and synthetic data) of the k-th independent classifier
+
+
 def is_done(cfg: Config, run_dir: Path) -> bool:
-    return classifier_path(run_dir).is_file() and "val_accuracy" in read_metrics(run_dir).get("classifier", {})
+    independent = all(independent_classifier_path(run_dir, k).is_file() for k in range(cfg.classifier.independent))
+    return (classifier_path(run_dir).is_file() and independent
+            and "val_accuracy" in read_metrics(run_dir).get("classifier", {}))
+
+
+def independent_data(cfg: Config, index: int) -> DXAIDataModule:
+    """The data of the ``index``-th independent classifier: the same validation split, other training
+    images (synthetic: a training set of another seed; folders: a seeded half of the training split)."""
+    offset = INDEPENDENT_SEED_STRIDE * (index + 1)
+    data = DXAIDataModule(cfg.data)
+    if cfg.data.kind == "synthetic":
+        data.train_set, _ = build_datasets(dataclasses.replace(cfg.data, seed=cfg.data.seed + offset))
+    else:
+        order = torch.randperm(len(data.train_set), generator=torch.Generator().manual_seed(cfg.trainer.seed + offset))
+        data.train_set = Subset(data.train_set, order[:max(len(order) // 2, 1)].tolist())
+    return data
+
+
+def train_independent(cfg: Config, run_dir: Path, index: int) -> dict:
+    """Train the ``index``-th independent classifier (resumable like the explained one) and save it."""
+    c = cfg.classifier
+    pl.seed_everything(cfg.trainer.seed + INDEPENDENT_SEED_STRIDE * (index + 1), workers=True, verbose=False)
+    data = independent_data(cfg, index)
+    model = build_configured_classifier(cfg)
+    max_steps = c.independent_max_steps or c.max_steps
+    module = ResumableClassifierModule(model, c.lr, c.weight_decay, max_steps, c.neutral_background_weight)
+    stage = f"classifier_independent_{index}"
+    trainer = make_trainer(cfg, run_dir, stage, max_steps=max_steps,
+                           val_every_steps=min(c.val_every_steps, max_steps))
+    trainer.fit(module, datamodule=data, ckpt_path=resume_path(run_dir, stage))
+    results = trainer.validate(module, datamodule=data, verbose=False)[0]
+    if trainer.is_global_zero:
+        save_weights(model, independent_classifier_path(run_dir, index))
+    trainer.strategy.barrier("independent classifier saved")
+    metrics = {"val_accuracy": float(results["val_accuracy"]), "steps": trainer.global_step,
+               "training_images": len(data.train_set)}
+    if "val_background_max_prob" in results:
+        metrics["background_max_prob"] = float(results["val_background_max_prob"])
+    return metrics
 
 
 def run(cfg: Config, run_dir: Path) -> dict:
@@ -71,4 +127,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
             metrics["background_max_prob"] = float(background_max_prob)
         update_metrics(run_dir, "classifier", metrics)
     trainer.strategy.barrier("classifier saved")  # the other ranks read it in the next stage
-    return {"val_accuracy": accuracy}
+    independent = [train_independent(cfg, run_dir, index) for index in range(cfg.classifier.independent)]
+    if trainer.is_global_zero:
+        update_metrics(run_dir, "classifier", {"independent": independent})
+    return {"val_accuracy": accuracy, "independent_val_accuracy": [r["val_accuracy"] for r in independent]}

@@ -1,5 +1,8 @@
 """Decomposition stage: train the DXAI generator, mapping network and discriminator (eq. 5, 14).
 
+The EMA weights kept are those of the validation whose agnostic part the independent classifiers
+find most neutral (``DecompositionModule.restore_selected``); metrics.json says which iteration.
+
 The results are ``<run>/checkpoints/decomposition/{generator_ema,mapping_ema,discriminator}
 .safetensors`` (read them back with ``dxai.run_folder.load_decomposition``) and the
 ``decomposition`` section of metrics.json.
@@ -19,7 +22,14 @@ from dxai.config import Config
 from dxai.data.batches import first_batch
 from dxai.data.datamodule import DXAIDataModule
 from dxai.io import read_metrics, update_metrics
-from dxai.run_folder import DECOMPOSITION_WEIGHTS, decomposition_path, load_classifier, resume_path, save_weights
+from dxai.run_folder import (
+    DECOMPOSITION_WEIGHTS,
+    decomposition_path,
+    load_classifier,
+    load_independent_classifiers,
+    resume_path,
+    save_weights,
+)
 from dxai.training.common import make_trainer
 from dxai.training.decomposition import (
     OPTIMIZER_STEPS_PER_ITERATION,
@@ -61,18 +71,21 @@ def run(cfg: Config, run_dir: Path) -> dict:
     data = DXAIDataModule(cfg.data, batch_size=d.batch_size, stage=STAGE)
     classifier = load_classifier(cfg, run_dir)
     check_classifier(classifier, cfg, data.class_names)
-    module = DecompositionModule(cfg, classifier, first_batch(data.val_set, d.num_panel_images))
+    module = DecompositionModule(cfg, classifier, first_batch(data.val_set, d.num_panel_images),
+                                 load_independent_classifiers(cfg, run_dir))
     gan_cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, strategy=gan_strategy(cfg.trainer)))
     trainer = make_trainer(gan_cfg, run_dir, STAGE, max_steps=OPTIMIZER_STEPS_PER_ITERATION * d.max_steps,
-                           val_every_steps=min(d.val_every_steps, d.max_steps) or None)
+                           val_every_steps=min(d.val_every_steps, d.max_steps) or None,
+                           steps_per_batch=OPTIMIZER_STEPS_PER_ITERATION)
     with warnings.catch_warnings():
         # Both are intended: the frozen classifier stays in eval mode, and a checkpoint holds the
         # state after an iteration's updates, which is where a resumed run must continue.
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
         warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization")
         trainer.fit(module, datamodule=data, ckpt_path=resume_path(run_dir, STAGE))
+    selection = module.restore_selected()  # the kept EMA weights, validated once more below
     trainer.validate(module, datamodule=data, verbose=False)
-    results = {**module.metrics, "iterations": module.iteration}
+    results = {**module.metrics, "iterations": module.iteration, **selection}
     if trainer.is_global_zero:
         save_decomposition(module, run_dir)
         update_metrics(run_dir, STAGE, results)

@@ -35,8 +35,9 @@ from dxai.io import read_metrics, update_metrics
 from dxai.measures.beta_curves import BetaCurve
 from dxai.measures.decomposition import BETAS, top_probability
 from dxai.measures.ground_truth import GroundTruthScores, centred_energy
+from dxai.measures.transfer import TransferNeutrality, transfer_scores, transfer_sums
 from dxai.normalization import Normalization
-from dxai.run_folder import report_dir
+from dxai.run_folder import load_independent_classifiers, report_dir
 from dxai.timing import timed
 from dxai.training.common import make_logger, parse_devices
 
@@ -61,8 +62,9 @@ def _device(cfg: Config) -> torch.device:
 class MethodScores:
     """Everything the report says about one method, accumulated over batches."""
 
-    def __init__(self, num_classes: int, normalization):
+    def __init__(self, num_classes: int, normalization, independent: list):
         self.curve = BetaCurve(num_classes)
+        self.transfer = TransferNeutrality(independent)  # independent classifiers on the agnostic part
         self.truth = GroundTruthScores(normalization)
         self.agnostic_top_sum = 0.0
         self.energy = torch.zeros(2, dtype=torch.float64)  # sum ||distinct||^2, sum ||x - mean(x)||^2
@@ -72,6 +74,7 @@ class MethodScores:
         images, labels = explanation.images, batch["label"].to(explanation.images.device)
         self.curve.add(classifier, images, explanation.distinct, labels)
         self.agnostic_top_sum += float(top_probability(classifier, explanation.agnostic).sum())
+        self.transfer.add(explanation.agnostic, labels)
         self.energy += torch.stack([explanation.distinct.double().pow(2).sum(), centred_energy(images).sum()]).cpu()
         if "class_part" in batch:
             self.truth.add(images, explanation.distinct, explanation.agnostic, batch["class_part"],
@@ -131,14 +134,15 @@ def _comparison(cfg: Config, classifier, num_classes: int, device) -> tuple[Clas
     return ClassifierMatching({"A": classifier, "B": other_classifier}, num_classes), methods, names
 
 
-def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device) -> tuple[dict, dict, dict, dict | None]:
+def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device,
+           independent: list) -> tuple[dict, dict, dict, dict | None]:
     """Every method on every batch: the scores per method, the first batch's explanations, the
     first batch, and the matching table (None without a comparison classifier)."""
     e = cfg.evaluation
     classifier, num_classes = explainer.classifier, len(explainer.class_names)
     methods = build_methods(explainer, classifier, explainer.normalization, e.baselines, e.path_steps, e.batch_size,
                             e.seed)
-    scores = {name: MethodScores(num_classes, explainer.normalization) for name in methods}
+    scores = {name: MethodScores(num_classes, explainer.normalization, independent) for name in methods}
     matching, comparison_methods, names = _comparison(cfg, classifier, num_classes, device)
     first: dict[str, Explanation] = {}
     first_batch: dict = {}
@@ -158,7 +162,7 @@ def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device) -> tup
                 first[name] = explanation
         if "class_part" in batch:
             for name, explanation in reference_parts(images, labels, batch).items():
-                scores.setdefault(name, MethodScores(num_classes, explainer.normalization)).add(
+                scores.setdefault(name, MethodScores(num_classes, explainer.normalization, independent)).add(
                     classifier, explanation, batch, 0.0)
         for name, method in comparison_methods.items():
             bar.set_postfix(batch=f"{index + 1}/{len(loader)}", method=f"{name} (classifier B)")
@@ -183,6 +187,7 @@ def _section(cfg: Config, explainer: Explainer, scores: dict[str, MethodScores],
         "beta_accuracy": {name: s.curve.accuracy for name, s in scores.items()},
         "class_probabilities": {name: s.curve.class_probabilities.tolist() for name, s in scores.items()},
         "agnostic_max_prob": {name: s.agnostic_top_sum / count for name, s in scores.items()},
+        "transfer": {name: s.transfer.result() for name, s in scores.items()} if cfg.classifier.independent else None,
         "seconds_per_image": {name: s.seconds / count for name, s in scores.items()},
         "neutral_auc": {name: s.curve.neutral_auc for name, s in scores.items()},
         "distinct_energy": {name: s.distinct_energy for name, s in scores.items()},
@@ -197,6 +202,9 @@ def _section(cfg: Config, explainer: Explainer, scores: dict[str, MethodScores],
                                               for name in others)
         section["dxai_lowest_neutral_auc"] = all(section["neutral_auc"]["dxai"] < section["neutral_auc"][name]
                                                  for name in others)
+        if section["transfer"]:
+            true_prob = {name: result["true_prob"] for name, result in section["transfer"].items()}
+            section["dxai_lowest_transfer_true_prob"] = all(true_prob["dxai"] < true_prob[name] for name in others)
         if synthetic:
             corr, error = section["gt_distinct_corr"], section["gt_distinct_error"]
             section["dxai_highest_gt_corr"] = all(corr["dxai"] > corr[name] for name in others)
@@ -214,16 +222,30 @@ def _panel_rows(labels: torch.Tensor, count: int) -> torch.Tensor:
     return torch.tensor(order[:count])
 
 
+@torch.no_grad()
+def agnostic_predictions(agnostic: torch.Tensor, classifiers: dict, classes: list[str]) -> list[list[str]]:
+    """Per image, one line per classifier: the class it reads in the agnostic part and its probability."""
+    lines = [[] for _ in range(len(agnostic))]
+    for name, classifier in classifiers.items():
+        device = next(classifier.parameters()).device
+        probabilities = classifier(agnostic.to(device)).softmax(1).cpu()
+        for row, p in enumerate(probabilities):
+            lines[row].append(f"{name}: {classes[int(p.argmax())]} {float(p.max()):.2f}")
+    return lines
+
+
 def _plots(section: dict, first: dict[str, Explanation], first_batch: dict, explainer: Explainer,
-           panel_images: int, folder: Path) -> dict[str, Path]:
+           panel_images: int, folder: Path, independent: list) -> dict[str, Path]:
     normalization, classes = explainer.normalization, section["classes"]
     labels = first_batch["label"]
     rows = _panel_rows(labels, panel_images)
     panel = {name: explanation[rows] for name, explanation in first.items()}
     class_parts = first_batch["class_part"][rows] if "class_part" in first_batch else None
+    readers = {"A": explainer.classifier, **({"B": independent[0]} if independent else {})}
+    predictions = agnostic_predictions(panel["dxai"].agnostic, readers, classes) if "dxai" in panel else None
     images = {"beta_accuracy": plots.plot_beta_accuracy(section, folder / plots.BETA_PLOT),
               "decompositions": plots.decomposition_grid(panel, normalization, classes, folder / plots.GRID,
-                                                          labels[rows], class_parts)}
+                                                          labels[rows], class_parts, predictions)}
     if "dxai" in first:
         examples = _first_of_each_class(first["dxai"].to("cpu"), labels, len(classes))
         images["class_probabilities"] = plots.plot_class_probabilities(section, examples, normalization,
@@ -243,12 +265,17 @@ def run(cfg: Config, run_dir: Path) -> dict:
     val_set = classes_in_turn(val_set)
     subset = Subset(val_set, range(min(e.num_images, len(val_set))))
     loader = DataLoader(subset, batch_size=e.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
-    scores, first, first_batch, matching = _score(cfg, explainer, loader, device)
+    independent = [network.to(device) for network in load_independent_classifiers(cfg, run_dir)]
+    scores, first, first_batch, matching = _score(cfg, explainer, loader, device, independent)
     section = _section(cfg, explainer, scores, len(subset), "class_part" in first_batch, device)
     section["matching"] = matching
-    if "class_part" in first_batch:  # the yardstick of neutrality: the classifier on the true backgrounds
+    if "class_part" in first_batch:  # the yardstick of neutrality: the classifiers on the true backgrounds
         section["background_max_prob"] = float(torch.cat([
             top_probability(explainer.classifier, batch["background"].to(device)).cpu() for batch in loader]).mean())
+        if independent:
+            sums = sum(transfer_sums(independent, batch["background"].to(device), batch["label"].to(device)).cpu()
+                       for batch in loader)
+            section["transfer_background"] = transfer_scores(sums, len(subset))
     section["rate_distortion"] = None
     if e.rd_images > 0:
         settings = RDSettings(steps=e.rd_steps, lr=e.rd_lr, num_samples=e.rd_num_samples,
@@ -257,7 +284,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
         section["rate_distortion"] = rd_comparison(explainer, rd_images, settings)
     folder = report_dir(run_dir)
     images = _plots(section, {name: x.to("cpu") for name, x in first.items()}, first_batch, explainer,
-                    e.panel_images, folder)
+                    e.panel_images, folder, independent)
     full_speed = e.num_images >= SPEED_IMAGES
     speed_images = first_images(val_set, SPEED_IMAGES if full_speed else 1, explainer.normalization)
     speed = explainer_vs_integrated_gradients(explainer, speed_images, repeats=3 if full_speed else 1)

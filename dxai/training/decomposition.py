@@ -35,6 +35,8 @@ from dxai.measures.decomposition import (
 )
 from dxai.measures.ground_truth import SUM_KEYS as GT_SUM_KEYS
 from dxai.measures.ground_truth import centred_energy, ground_truth_scores, ground_truth_sums
+from dxai.measures.transfer import FIELDS as TRANSFER_FIELDS
+from dxai.measures.transfer import transfer_scores, transfer_sums
 from dxai.models import build_discriminator, build_generator, build_mapping
 from dxai.nets.generator import decompose
 from dxai.nets.mapping import class_styles
@@ -87,10 +89,13 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
     """Generator, mapping network, discriminator, their EMA copies and the frozen classifier.
 
     The classifier is a submodule for device placement only: it is frozen, never optimised,
-    and left out of checkpoints (the stage supplies it again on resume).
+    and left out of checkpoints (the stage supplies it again on resume). The ``independent``
+    classifiers only score validation (transfer neutrality) and choose the kept EMA weights
+    (``select``); no loss sees them.
     """
 
-    def __init__(self, cfg: Config, classifier: nn.Module, panel_batch: dict | None = None):
+    def __init__(self, cfg: Config, classifier: nn.Module, panel_batch: dict | None = None,
+                 independent: list[nn.Module] | None = None):
         super().__init__()
         if cfg.decomposition.objective not in OBJECTIVES:
             raise DecompositionError(f"decomposition.objective must be one of {OBJECTIVES}, "
@@ -106,7 +111,9 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         self.mapping_ema = copy.deepcopy(self.mapping).requires_grad_(False)
         self.classifier = classifier.eval().requires_grad_(False)
         self.panel_batch = panel_batch
+        self.independent = [network.eval().requires_grad_(False) for network in independent or []]
         self.metrics: dict[str, float] = {}
+        self.selection: dict = {"history": [], "iteration": None, "rank": None, "state": None}
 
     # -- optimisation ------------------------------------------------------------------------
 
@@ -258,6 +265,7 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._styles = self.inference_styles()
         self._sums: dict[str, torch.Tensor] = {}
+        self.independent = [network.to(self.device) for network in self.independent]
 
     def _add(self, name: str, value: torch.Tensor) -> None:
         value = value.detach().double()
@@ -281,6 +289,12 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         random_distinct, _ = heatmap_decomposition(x, heatmap.to(x.device))
         self._add("random_beta_correct", beta_correct(self.classifier, x, random_distinct, y))
         self._add("agnostic_max_prob", top_probability(self.classifier, agnostic).sum())
+        self._add("agnostic_true_prob", self.classifier(agnostic).softmax(1).gather(1, y.view(-1, 1)).sum())
+        if self.independent:
+            self._add("transfer", transfer_sums(self.independent, agnostic, y))
+            self._add("transfer_residual", transfer_sums(self.independent, x - distinct, y))
+            if "background" in batch:
+                self._add("transfer_background", transfer_sums(self.independent, batch["background"], y))
         if "class_part" in batch:
             for key, value in ground_truth_sums(x, distinct, agnostic, batch["class_part"], batch["background"],
                                                 unit).items():
@@ -302,7 +316,13 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
                    "neutral_auc": neutral_auc_of_curve((sums["neutral_kl"] / count).tolist()),
                    "distinct_energy": float(sums["distinct_energy_num"] / sums["distinct_energy_den"]),
                    "random_beta_auc": auc_of_curve((sums["random_beta_correct"] / count).tolist()),
-                   "agnostic_max_prob": float(sums["agnostic_max_prob"]) / count}
+                   "agnostic_max_prob": float(sums["agnostic_max_prob"]) / count,
+                   "agnostic_true_prob": float(sums["agnostic_true_prob"]) / count}
+        for prefix in ("transfer", "transfer_residual", "transfer_background"):
+            if prefix in sums:
+                scores = transfer_scores(sums[prefix], count)
+                metrics.update({f"{prefix}_{name}": scores[name] for name in TRANSFER_FIELDS})
+                metrics[f"{prefix}_by_classifier"] = scores["by_classifier"]
         if "gt_count" in sums:
             scores = ground_truth_scores({key: sums[f"gt_{key}"] for key in GT_SUM_KEYS})
             metrics.update({f"gt_{name}": value for name, value in scores.items()})
@@ -314,6 +334,50 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
             metrics["gt_background_max_prob"] = float(sums["gt_background_max_prob"]) / count
         self.metrics = metrics
         self.log_dict({f"val/{k}": v for k, v in metrics.items() if isinstance(v, float)}, sync_dist=False)
+        if self.trainer.state.fn == "fit":
+            self._consider_for_selection(metrics)
+
+    # -- the kept weights: chosen without ground truth -------------------------------------------
+
+    def _consider_for_selection(self, metrics: dict) -> None:
+        """Keep a copy of the EMA networks if this validation is the best so far: the lowest top
+        probability of the independent classifiers on psi_agnostic (1/c is neutral) among validations
+        with ``recon_psnr >= decomposition.select_min_psnr``; before any reaches it, the best
+        reconstruction. Without independent classifiers the last weights are kept."""
+        if "transfer_max_prob" not in metrics:
+            return
+        eligible = metrics["recon_psnr"] >= self.cfg.decomposition.select_min_psnr
+        rank = (0, metrics["transfer_max_prob"]) if eligible else (1, -metrics["recon_psnr"])
+        self.selection["history"].append({"iteration": self.iteration, "eligible": eligible,
+                                          **{k: round(metrics[k], 4) for k in ("transfer_max_prob",
+                                                                              "transfer_true_prob",
+                                                                              "transfer_argmax_true",
+                                                                              "agnostic_max_prob", "recon_psnr")}})
+        if self.selection["rank"] is None or rank < tuple(self.selection["rank"]):
+            self.selection.update(iteration=self.iteration, rank=list(rank), state={
+                f"{name}.{key}": value.detach().cpu().clone()
+                for name in ("generator_ema", "mapping_ema")
+                for key, value in getattr(self, name).state_dict().items()})
+
+    def restore_selected(self) -> dict:
+        """Load the selected EMA weights (if any) and say which they are, for metrics.json."""
+        state = self.selection["state"]
+        if state is None:
+            return {"selected_iteration": self.iteration, "selection": "last (no independent classifiers)"}
+        for name in ("generator_ema", "mapping_ema"):
+            prefix = f"{name}."
+            getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        return {"selected_iteration": self.selection["iteration"],
+                "selection": f"lowest transfer_max_prob with recon_psnr >= {self.cfg.decomposition.select_min_psnr}",
+                "selection_history": self.selection["history"]}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["dxai_selection"] = self.selection
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.selection = checkpoint.get("dxai_selection", self.selection)
 
 
 def gan_strategy(trainer: TrainerConfig) -> str:
