@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import PackageNotFoundError, version
 
+from dxai import _quiet  # noqa: F401  (first: it silences dependencies' noise before they are imported)
+
 try:
     __version__ = version("dxai")
 except PackageNotFoundError:  # a source checkout that was never installed

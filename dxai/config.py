@@ -180,6 +180,7 @@ class TrainerConfig:
     logger: str = "csv"                  # csv | wandb
     seed: int = 0
     progress_bar: bool = True
+    limit_val_batches: int | None = None  # validation batches per validation (None: the whole split; --smoke: 2)
     cpu_threads: int | None = None       # torch threads per process (None: torch's default)
 
 
@@ -267,16 +268,84 @@ def load_config(dataset: str = "synthetic", overrides: list[str] | None = None) 
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as error:
-            raise ConfigError(f"invalid configuration in {source}: {error}") from None
-    try:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"invalid command-line override (on top of {path}): {error}") from None
+            raise ConfigError(f"invalid configuration in {source}: {_first_line(error)}") from None
+    for override in overrides or []:
+        merged = _apply_override(merged, override)
     merged.run.dataset = dataset
     if merged.data.kind == "folder" and not merged.data.root:
         merged.data.root = os.environ.get("DXAI_DATA")
     config: Config = OmegaConf.to_object(merged)
     return config
+
+
+def _first_line(error: Exception) -> str:
+    """OmegaConf's message without its internals (full_key, reference_type, object_type lines)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(". ")
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions)."""
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        row = [i]
+        for j, char_b in enumerate(b, 1):
+            row.append(min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = row
+    return previous[-1]
+
+
+def setting_keys() -> list[str]:
+    """Every dotted key of the configuration, e.g. ``decomposition.lambda_rec``."""
+    def walk(node: DictConfig, prefix: str) -> list[str]:
+        keys = []
+        for name in node:
+            value = node._get_node(name)
+            keys += walk(value, f"{prefix}{name}.") if isinstance(value, DictConfig) else [f"{prefix}{name}"]
+        return keys
+
+    return walk(OmegaConf.structured(Config), "")
+
+
+def closest_key(key: str, keys: list[str] | None = None) -> str | None:
+    """The configuration key nearest to a mistyped ``key``: within 2 edits (3 for long keys) of the whole
+    key or of its last part, or the same last part in another section (``trainer.lambda_rec``)."""
+    keys = setting_keys() if keys is None else keys
+    leaf = key.rsplit(".", 1)[-1]
+    same_leaf = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    if len(same_leaf) == 1:
+        return same_leaf[0]
+    limit = 3 if len(key) > 16 else 2
+    scored = sorted((edit_distance(key, k), k) for k in keys)
+    if scored and scored[0][0] <= limit:
+        return scored[0][1]
+    return None
+
+
+def _apply_override(merged: DictConfig, override: str) -> DictConfig:
+    """One dotted ``key=value`` on top of ``merged``; a bad one is one sentence, with the closest key
+    where one is near."""
+    if "=" not in override or not override.split("=", 1)[0].strip():
+        raise ConfigError(f"the override {override!r} must be KEY=VALUE, e.g. decomposition.lambda_rec=8")
+    key, value = (part.strip() for part in override.split("=", 1))
+    node, parts = merged, key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            known = ".".join(parts[:depth])
+            guess = closest_key(key)
+            hint = f"; did you mean {guess}?" if guess else (
+                f"; {known} has {', '.join(str(k) for k in node)}" if known and isinstance(node, DictConfig)
+                else f"; the sections are {', '.join(str(k) for k in merged)}")
+            raise ConfigError(f"unknown setting {key!r} in the override {override!r}{hint}")
+        node = node._get_node(part)
+    if isinstance(node, DictConfig):
+        raise ConfigError(f"{key} is a section, not a setting; override one of its keys, e.g. "
+                          f"{key}.{next(iter(node), 'KEY')}={value or 'VALUE'}")
+    try:
+        return OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+    except OmegaConfBaseException as error:
+        current = OmegaConf.select(merged, key)
+        raise ConfigError(f"invalid value in the override {override!r}: {_first_line(error)} "
+                          f"({key} is now {current!r})") from None
 
 
 def save_config(config: Config, path: Path) -> None:
@@ -370,6 +439,7 @@ def validate(cfg: Config, stage: str = "all") -> Config:
             counts.setdefault((_FLAG_OF.get(key, key), repr(value), low), []).append(key)
 
     check_run_name(cfg.run.run_name)
+    at_least("trainer.limit_val_batches", cfg.trainer.limit_val_batches, 1, optional=True)
     if not str(cfg.run.runs_dir or "").strip():
         problems.append("--runs-dir (run.runs_dir) must name a folder")
     d = cfg.data

@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from dxai import progress
 from dxai.config import Config, read_config, save_config, validate
 from dxai.errors import DXAIError
+from dxai.interrupts import StageInterrupted
 from dxai.io import TMP_SUFFIX, update_metrics
 from dxai.run_folder import bundle_dir
 from dxai.stages import STAGES
@@ -89,13 +91,45 @@ def clean_leftovers(run_dir: Path) -> list[Path]:
     return removed
 
 
-def run_pipeline(cfg: Config, stage: str = "all") -> Path:
-    """Run one stage (always) or all of them (skipping those already done); return the run folder."""
+LOG_FILE = "train.log"
+
+
+def add_log_file(run_dir: Path) -> logging.Handler | None:
+    """Append every log record (dxai's, Lightning's, the progress lines) to ``<run>/train.log`` (rank 0)."""
+    if rank_zero_only.rank != 0:
+        return None
+    path = (run_dir / LOG_FILE).resolve()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path:
+            return handler
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _run_stage(module, name: str, cfg: Config, run_dir: Path):
+    """``module.run``; a Ctrl-C leaves it as ``StageInterrupted`` naming the stage (and the loop running)."""
+    try:
+        return module.run(cfg, run_dir)
+    except (StageInterrupted, KeyboardInterrupt) as error:
+        stop = error if isinstance(error, StageInterrupted) else StageInterrupted()
+        running = progress.current()
+        if running is not None:
+            stop.fill(step=running.done, total=running.total, task=running.description.rstrip(":"))
+        raise stop.fill(name) from None
+
+
+def run_pipeline(cfg: Config, stage: str = "all", log_file: bool = False) -> Path:
+    """Run one stage (always) or all of them (skipping those already done); return the run folder.
+    ``log_file``: also write the log to ``<run>/train.log``."""
     if stage != "all":
         stage_module(stage)  # an unknown stage is refused before any work
     validate(cfg, stage)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    if log_file:
+        add_log_file(run_dir)
     check_same_shape(cfg, run_dir)
     if rank_zero_only.rank == 0:  # the other ranks start at the same time: one writer, one cleaner
         clean_leftovers(run_dir)
@@ -112,7 +146,7 @@ def run_pipeline(cfg: Config, stage: str = "all") -> Path:
             continue
         log.info("stage %s: starting", name)
         started = time.perf_counter()
-        results = module.run(cfg, run_dir)
+        results = _run_stage(module, name, cfg, run_dir)
         seconds = round(time.perf_counter() - started, 1)
         if rank_zero_only.rank == 0:
             update_metrics(run_dir, "seconds", {name: seconds})

@@ -7,7 +7,8 @@
     python train.py --stage classifier decomposition.max_steps=500
 
 Every stage is resumable (an interrupted run continues from its last checkpoint) and is
-skipped when its result already exists. Results live in <runs-dir>/<dataset>/<run-name>/.
+skipped when its result already exists. Results live in <runs-dir>/<dataset>/<run-name>/, the log
+in <run>/train.log. Ctrl-C saves the running step and exits with code 130; the same command resumes.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import warnings
 
+from dxai import interrupts
 from dxai.config import available_datasets, load_config
 from dxai.errors import DXAIError
+from dxai.interrupts import StageInterrupted
 from dxai.io import os_error_sentence
 from dxai.pipeline import run_pipeline
+from dxai.progress import HideProgressOnTerminal
 from dxai.stages import STAGES
 
 FLAGS = {  # command-line flag -> configuration key
@@ -110,13 +113,32 @@ def apply_literal_flags(cfg, args: argparse.Namespace):
     return cfg
 
 
+def setup_logging() -> None:
+    """INFO and above to stderr (dxai's own warnings included); progress lines stay off a terminal,
+    where the bars show them. ``run_pipeline`` adds ``<run>/train.log``."""
+    root = logging.getLogger()
+    if not any(getattr(handler, "dxai_console", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(HideProgressOnTerminal(sys.stderr))
+        handler.dxai_console = True
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
+    setup_logging()
+    interrupts.install()
     try:
         cfg = apply_literal_flags(load_config(args.dataset, overrides_from(args)), args)
-        run_dir = run_pipeline(cfg, args.stage)  # validates the settings before any work
+        run_dir = run_pipeline(cfg, args.stage, log_file=True)  # validates the settings before any work
+    except StageInterrupted as stop:
+        from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            logging.getLogger("dxai").warning("%s", stop.sentence())
+        return interrupts.EXIT_CODE
     except DXAIError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

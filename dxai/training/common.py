@@ -2,9 +2,9 @@
 
 A stage's checkpoints live in ``<run>/checkpoints/<stage>/`` with ``last.ckpt`` for resuming; they
 are written atomically (``AtomicCheckpointIO``), so a kill or a full disk leaves the previous one whole.
-Loggers: wandb (online when logged in, offline otherwise; it never waits for a login; the stages
-of one run form one wandb group) or CSV. Image panels are saved as PNG under ``<run>/report/panels/``
-either way.
+Loggers: wandb (online when logged in and its server answers, offline otherwise; it never waits for
+a login nor for an unreachable server; the stages of one run form one wandb group) or CSV. Image
+panels are saved as PNG under ``<run>/report/panels/`` either way.
 """
 
 from __future__ import annotations
@@ -12,24 +12,32 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
+from dxai import interrupts
 from dxai.config import Config
 from dxai.errors import DXAIError
+from dxai.interrupts import StageInterrupted
 from dxai.io import atomic_write
 from dxai.panels import titled_grid
+from dxai.progress import Progress
 from dxai.run_folder import checkpoint_dir
 
 log = logging.getLogger(__name__)
 LOGGERS = ("csv", "wandb")
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
+WANDB_CHECK_SECONDS = 3.0   # the reachability check before going online
+WANDB_INIT_SECONDS = 30.0   # wandb's own init_timeout, should the server stop answering after the check
 
 
 def wandb_logged_in() -> bool:
@@ -37,7 +45,7 @@ def wandb_logged_in() -> bool:
     (where ``wandb login`` stores it)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = urlparse(os.environ.get("WANDB_BASE_URL", WANDB_DEFAULT_URL)).hostname
     try:
         return netrc.netrc().authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
@@ -48,20 +56,71 @@ def config_dict(cfg: Config) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
-def make_logger(cfg: Config, run_dir: Path, stage: str):
-    """The stage's logger, with the resolved configuration logged. wandb goes online when the user
-    is logged in and offline otherwise (``WANDB_MODE`` set by the user wins); it never prompts."""
-    if cfg.trainer.logger == "wandb":
-        if "WANDB_MODE" not in os.environ and not wandb_logged_in():
-            os.environ["WANDB_MODE"] = "offline"
-        os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb
+def wandb_reachable(url: str | None = None, timeout: float = WANDB_CHECK_SECONDS) -> bool:
+    """Whether the wandb server (``WANDB_BASE_URL``, default api.wandb.ai) answers an HTTP HEAD within
+    ``timeout`` seconds. Any HTTP answer counts (even 401 or 404); a refused connection, a timeout, a
+    name that does not resolve or a TLS failure does not. Proxies in the environment are used."""
+    url = url or os.environ.get("WANDB_BASE_URL", WANDB_DEFAULT_URL)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):  # URLError, socket.timeout, ConnectionRefusedError, ssl errors; a bad URL
+        return False
 
-        if wandb.run is not None:  # the previous stage's run: each stage logs to its own
-            wandb.finish()
-        logger = WandbLogger(project=f"dxai-{cfg.run.dataset}", name=f"{cfg.run.run_name}-{stage}",
-                             group=cfg.run.run_name, save_dir=str(run_dir), job_type=stage,
-                             id=f"{cfg.run.run_name}-{stage}", resume="allow")
+
+def _go_offline(run_dir: Path, reason: str) -> None:
+    os.environ["WANDB_MODE"] = "offline"  # also for the later stages of this run: one warning per run
+    log.warning("wandb server %s: logging offline to %s; upload later with wandb sync %s", reason,
+                run_dir / "wandb", run_dir / "wandb" / "offline-run-*")
+
+
+def _wandb_logger(cfg: Config, run_dir: Path, stage: str) -> WandbLogger:
+    import wandb
+
+    if wandb.run is not None:  # the previous stage's run: each stage logs to its own
+        wandb.finish()
+    logger = WandbLogger(project=f"dxai-{cfg.run.dataset}", name=f"{cfg.run.run_name}-{stage}",
+                         group=cfg.run.run_name, save_dir=str(run_dir), job_type=stage,
+                         id=f"{cfg.run.run_name}-{stage}", resume="allow",
+                         settings=wandb.Settings(init_timeout=WANDB_INIT_SECONDS))
+    init = getattr(logger, "_wandb_init", {})
+    if init.get("anonymous", False) is None:  # Lightning passes anonymous=None; wandb warns it is deprecated
+        del init["anonymous"]
+    return logger
+
+
+def make_wandb_logger(cfg: Config, run_dir: Path, stage: str) -> WandbLogger:
+    """wandb online when the user is logged in and the server answers, offline otherwise
+    (``WANDB_MODE`` set by the user wins). It never prompts, and an unreachable server (no internet on
+    a cluster node, a firewall) costs a few seconds and one warning, never the stage."""
+    if "WANDB_MODE" not in os.environ:
+        if not wandb_logged_in():
+            os.environ["WANDB_MODE"] = "offline"
+        elif not wandb_reachable():
+            url = os.environ.get("WANDB_BASE_URL", WANDB_DEFAULT_URL)
+            _go_offline(run_dir, f"unreachable ({url})")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    logger = _wandb_logger(cfg, run_dir, stage)
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled"):
+        return logger
+    try:
+        logger.experiment  # noqa: B018 - wandb.init: fails here if the server stops answering
+    except (wandb.errors.CommError, wandb.errors.UsageError, wandb.errors.Error, TimeoutError) as error:
+        if wandb.run is not None:
+            wandb.finish(exit_code=1)
+        _go_offline(run_dir, f"unreachable ({str(error).splitlines()[0] if str(error) else type(error).__name__})")
+        logger = _wandb_logger(cfg, run_dir, stage)
+    return logger
+
+
+def make_logger(cfg: Config, run_dir: Path, stage: str):
+    """The stage's logger, with the resolved configuration logged (wandb: see ``make_wandb_logger``)."""
+    if cfg.trainer.logger == "wandb":
+        logger = make_wandb_logger(cfg, run_dir, stage)
     elif cfg.trainer.logger == "csv":
         logger = CSVLogger(save_dir=str(run_dir), name="csv", version=stage)
     else:
@@ -127,24 +186,132 @@ def parse_devices(devices: str):
     return int(text)
 
 
-def make_trainer(cfg: Config, run_dir: Path, stage: str, max_steps: int, val_every_steps: int | None) -> pl.Trainer:
-    """A Trainer for one stage that keeps ``last.ckpt`` for resuming."""
+class LoggedProgress(Callback):
+    """A fit's progress as log lines ("stage classifier: step 120/600 steps, ..., ETA 1m20s") at most every
+    ``DXAI_PROGRESS_SECONDS`` (20 s): Lightning's bar draws on the terminal only, this reaches the log.
+    Steps are batches: for a stage with several optimiser steps per batch (the decomposition's
+    iterations), ``steps_per_batch`` converts Lightning's global step."""
+
+    def __init__(self, stage: str, steps_per_batch: int = 1):
+        self.stage, self.steps_per_batch = stage, steps_per_batch
+        self.progress: Progress | None = None
+
+    def step_of(self, trainer: pl.Trainer) -> tuple[int, int]:
+        return trainer.global_step // self.steps_per_batch, max(trainer.max_steps, 0) // self.steps_per_batch
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        step, total = self.step_of(trainer)
+        if step:
+            log.info("stage %s: resumed from last.ckpt at step %d of %d", self.stage, step, total)
+        if trainer.is_global_zero:
+            self.progress = Progress(f"stage {self.stage}:", total, done=step, bar=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.progress is not None:
+            self.progress.set(self.step_of(trainer)[0])
+
+    def _close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._close()
+
+
+class StopAtStepEnd(Callback):
+    """A Ctrl-C during a single-process fit ends the running step, saves ``last.ckpt`` at it (atomically)
+    and stops the fit with ``StageInterrupted`` (see ``dxai.interrupts``): a resumed run starts at that
+    very step. Under several processes a Ctrl-C stops at once and the run resumes from the last
+    periodic checkpoint."""
+
+    def __init__(self, stage: str, last_path: Path, steps_per_batch: int = 1):
+        self.stage, self.last_path, self.steps_per_batch = stage, Path(last_path), steps_per_batch
+        self._deferred = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.world_size == 1 and interrupts.installed():
+            self._deferred = interrupts.deferred()
+            self._deferred.__enter__()
+
+    def _leave(self) -> None:
+        if self._deferred is not None:
+            self._deferred.__exit__(None, None, None)
+            self._deferred = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._deferred is not None and interrupts.requested():
+            trainer.save_checkpoint(self.last_path, weights_only=False)
+            self._leave()
+            raise StageInterrupted(self.stage, trainer.global_step // self.steps_per_batch,
+                                   trainer.max_steps // self.steps_per_batch)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._leave()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._leave()
+
+
+class StageTrainer(pl.Trainer):
+    """Lightning's Trainer for one dxai stage: a Ctrl-C in ``fit`` or ``validate`` leaves it as
+    ``StageInterrupted`` with the stage, step and total filled in (Lightning's own handling of a
+    KeyboardInterrupt, when dxai's SIGINT handler is not installed, ends in ``sys.exit(1)``)."""
+
+    def __init__(self, *args, dxai_stage: str = "", steps_per_batch: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dxai_stage, self.steps_per_batch = dxai_stage, steps_per_batch
+
+    def _interrupted(self) -> StageInterrupted:
+        return StageInterrupted(self.dxai_stage, self.global_step // self.steps_per_batch,
+                                max(self.max_steps, 0) // self.steps_per_batch)
+
+    def _run_interruptible(self, method, *args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except StageInterrupted as stop:
+            raise stop.fill(self.dxai_stage, self.global_step // self.steps_per_batch,
+                            max(self.max_steps, 0) // self.steps_per_batch) from None
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
+        except SystemExit:
+            if self.interrupted:  # Lightning caught a KeyboardInterrupt and called sys.exit(1)
+                raise self._interrupted() from None
+            raise
+
+    def fit(self, *args, **kwargs):
+        return self._run_interruptible(super().fit, *args, **kwargs)
+
+    def validate(self, *args, **kwargs):
+        return self._run_interruptible(super().validate, *args, **kwargs)
+
+
+def make_trainer(cfg: Config, run_dir: Path, stage: str, max_steps: int, val_every_steps: int | None,
+                 steps_per_batch: int = 1) -> pl.Trainer:
+    """A Trainer for one stage that keeps ``last.ckpt`` for resuming, logs its progress and stops
+    cleanly on Ctrl-C. ``steps_per_batch``: optimiser steps per batch (progress and messages count batches)."""
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir(run_dir, stage), save_last=True, save_top_k=0,
                                  every_n_train_steps=val_every_steps or max_steps)
-    all_callbacks = [checkpoint]
+    all_callbacks = [checkpoint, LoggedProgress(stage, steps_per_batch),
+                     StopAtStepEnd(stage, checkpoint_dir(run_dir, stage) / "last.ckpt", steps_per_batch)]
     if cfg.trainer.progress_bar:
         all_callbacks.append(StageProgressBar(refresh_rate=10))
     logger = make_logger(cfg, run_dir, stage)
     if cfg.trainer.logger == "wandb":
         all_callbacks.append(LearningRateMonitor(logging_interval="step"))
-    return pl.Trainer(
+    limit_val = cfg.trainer.limit_val_batches
+    return StageTrainer(
         accelerator=cfg.trainer.accelerator, devices=parse_devices(cfg.trainer.devices),
         num_nodes=cfg.trainer.num_nodes, strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
         max_steps=max_steps, max_epochs=-1, val_check_interval=val_every_steps,
         check_val_every_n_epoch=None if val_every_steps else 1, logger=logger, callbacks=all_callbacks,
         enable_progress_bar=cfg.trainer.progress_bar, log_every_n_steps=10, default_root_dir=str(run_dir),
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=False,
-        plugins=[AtomicCheckpointIO()],
+        limit_val_batches=1.0 if limit_val is None else limit_val,
+        plugins=[AtomicCheckpointIO()], dxai_stage=stage, steps_per_batch=steps_per_batch,
     )
 
 
