@@ -99,3 +99,71 @@ class AdainResBlk(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         return (self._skip(x) + self._residual(x, style)) / math.sqrt(2)
+
+
+# -- one branch at a time ------------------------------------------------------------------------
+# The generator's forward runs every branch as its own dense network on its block of the
+# parameters: on a CPU the per-branch dense convolutions run faster than one grouped convolution,
+# and an instance norm with its affine map is two fast sums and one multiply-add
+# (docs/experiments.md, "The generator's forward"). The grouped ``forward`` above is the
+# definition; ``tests/test_generator_fast.py`` holds the two equal.
+
+def branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
+    """Branch ``branch``'s part of the grouped ``conv`` on that branch's features ``x`` (B x C x H x W)."""
+    width = conv.out_channels // groups
+    rows = slice(branch * width, (branch + 1) * width)
+    bias = None if conv.bias is None else conv.bias[rows]
+    return F.conv2d(x, conv.weight[rows], bias, conv.stride, conv.padding)
+
+
+def scaled_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
+    """``scale * instance_norm(x) + shift`` with scale and shift (C,) or (B, C), as one multiply-add."""
+    flat = x.flatten(2).float()  # the statistics in fp32 (also under autocast), from two fast sums
+    mean = flat.mean(2)
+    var = (torch.linalg.vecdot(flat, flat) / flat.shape[2] - mean * mean).clamp_min(0)
+    mean, var = mean.to(x.dtype)[..., None, None], var.to(x.dtype)[..., None, None]
+    scale = scale.view(*scale.shape[:-1], -1, 1, 1) * torch.rsqrt(var + eps)
+    return torch.addcmul(shift.view(*shift.shape[:-1], -1, 1, 1) - mean * scale, x, scale)
+
+
+def branch_norm(norm: nn.InstanceNorm2d, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
+    width = norm.num_features // groups
+    rows = slice(branch * width, (branch + 1) * width)
+    return scaled_norm(x, norm.weight[rows], norm.bias[rows], norm.eps)
+
+
+def resblk_branch(block: ResBlk, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
+    """``block.forward`` of one branch's features."""
+    h = branch_norm(block.norm1, x, branch, groups) if block.normalize else x
+    h = branch_conv(block.conv1, F.leaky_relu(h, 0.2), branch, groups)
+    if block.downsample:
+        h = F.avg_pool2d(h, 2)
+    if block.normalize:
+        h = branch_norm(block.norm2, h, branch, groups)
+    h = branch_conv(block.conv2, F.leaky_relu(h, 0.2), branch, groups)
+    skip = branch_conv(block.shortcut, x, branch, groups) if block.shortcut is not None else x
+    if block.downsample:
+        skip = F.avg_pool2d(skip, 2)
+    return (skip + h) / math.sqrt(2)
+
+
+def adain_params(norm: AdaIN, style: torch.Tensor) -> torch.Tensor:
+    """The AdaIN's (1 + gamma, beta) of every branch: B x groups x 2 x C."""
+    params = norm.fc(style).view(-1, norm.groups, 2, norm.channels)
+    return torch.stack([1 + params[:, :, 0], params[:, :, 1]], dim=2)
+
+
+def adain_resblk_branch(block: AdainResBlk, x: torch.Tensor, params1: torch.Tensor, params2: torch.Tensor,
+                        branch: int, groups: int) -> torch.Tensor:
+    """``block.forward`` of one branch's features; ``params1``/``params2`` from ``adain_params``."""
+    eps = block.norm1.norm.eps
+    h = F.leaky_relu(scaled_norm(x, params1[:, branch, 0], params1[:, branch, 1], eps), 0.2)
+    if block.upsample:
+        h = F.interpolate(h, scale_factor=2, mode="nearest")
+    h = branch_conv(block.conv1, h, branch, groups)
+    h = F.leaky_relu(scaled_norm(h, params2[:, branch, 0], params2[:, branch, 1], eps), 0.2)
+    h = branch_conv(block.conv2, h, branch, groups)
+    skip = F.interpolate(x, scale_factor=2, mode="nearest") if block.upsample else x
+    if block.shortcut is not None:
+        skip = branch_conv(block.shortcut, skip, branch, groups)
+    return (skip + h) / math.sqrt(2)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dxai.errors import DXAIError
-from dxai.nets.blocks import AdainResBlk, ResBlk
+from dxai.nets.blocks import AdainResBlk, ResBlk, adain_params, adain_resblk_branch, branch_conv, resblk_branch
 
 SKIPS = ("add", "concat")
 
@@ -89,11 +89,49 @@ class Generator(nn.Module):
         raise GeneratorError(f"a style must be B x {self.style_dim} or B x {self.num_style_blocks} x "
                              f"{self.style_dim}, not {tuple(style.shape)}")
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, return_features: bool = False):
-        """Branches B x n x C x H x W; with ``return_features`` also the decoder blocks' outputs."""
+    def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.img_channels or x.shape[-2:] != (self.img_size, self.img_size):
             raise GeneratorError(f"the generator takes B x {self.img_channels} x {self.img_size} x "
                                  f"{self.img_size} images, not {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, return_features: bool = False):
+        """Branches B x n x C x H x W; with ``return_features`` also the decoder blocks' outputs.
+
+        Runs branch after branch, each a dense network on its block of the parameters; equal to
+        ``reference_forward`` up to float rounding.
+        """
+        self._check_input(x)
+        styles = self._block_styles(style)
+        n = self.num_branches
+        params = [(adain_params(block.norm1, s), adain_params(block.norm2, s))
+                  for block, s in zip(self.decoder, styles)]
+        outputs, features = [], [[] for _ in self.decoder]
+        for k in range(n):
+            h = branch_conv(self.from_rgb, x, k, n)
+            skips = []
+            for block in self.encoder:
+                if block.downsample and self.skip == "add":
+                    skips.append(h)
+                h = resblk_branch(block, h, k, n)
+                if block.downsample and self.skip == "concat":
+                    skips.append(h)
+            for index, (block, (params1, params2)) in enumerate(zip(self.decoder, params)):
+                if block.upsample and self.skip == "concat":
+                    h = torch.cat([skips.pop(), h], dim=1)
+                h = adain_resblk_branch(block, h, params1, params2, k, n)
+                if block.upsample and self.skip == "add":
+                    h = h + skips.pop()
+                if return_features:
+                    features[index].append(h)
+            outputs.append(branch_conv(self.to_rgb, F.leaky_relu(h, 0.2), k, n))
+        branches = torch.stack(outputs, dim=1).contiguous()
+        if return_features:
+            return branches, [torch.cat(parts, dim=1) for parts in features]
+        return branches
+
+    def reference_forward(self, x: torch.Tensor, style: torch.Tensor, return_features: bool = False):
+        """``forward`` as the definition: all branches as one network of grouped convolutions."""
+        self._check_input(x)
         styles = self._block_styles(style)
         h = self.from_rgb(x)
         skips = []
