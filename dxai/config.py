@@ -145,8 +145,12 @@ class MasksConfig:
     eval_num_samples: int = 4            # L of every optimisation of the evaluation
     eval_bank_samples: int = 64          # the fixed noise bank per image on which every mask's loss is measured
     eval_reference_every: int = 100      # steps between measured points of the reference curve
-    eval_refine_every: int = 5           # the same for the refinement curves
+    eval_refine_every: int = 5           # the same for the steps to reference (each image until it reaches it)
+    eval_refine_curve_every: int = 25    # steps between measured points of the refinement mean curves (all images)
     eval_seed: int = 0
+    eval_reference_background: bool = True  # compute the (cached) reference in a second process while training (CPU)
+    start_l1_weight: float | None = 1.0  # start selection of the refinement: distortion + this * l1 (None: off)
+    start_samples: int = 8               # noise draws per image that score the start candidates
 
 
 @dataclass

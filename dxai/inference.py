@@ -117,7 +117,8 @@ class Explainer:
         Args:
             images: a float tensor or numpy array in [0, 1].
             target: None (the predicted class), a class index or name, or one per image.
-            refine_steps: CartoonX steps from the predicted mask (0: the one-pass mask).
+            refine_steps: CartoonX steps from the predicted mask, or from the start that
+                ``CartoonX.select_start`` prefers to it per image (0: the one-pass mask).
 
         Returns:
             An ``Explanation``: prediction, probabilities, distinct and agnostic parts, the
@@ -135,7 +136,8 @@ class Explainer:
         masks = self.predictor(images, target)
         if refine_steps > 0:
             with torch.enable_grad():
-                masks = self.cartoonx.optimize(images, target, init=masks, steps=refine_steps).masks
+                start, _ = self.cartoonx.select_start(images, target, masks)  # the predicted mask or a safer start
+                masks = self.cartoonx.optimize(images, target, init=start, steps=refine_steps).masks
         representation = self.cartoonx.representation(tuple(images.shape[-2:])).to(self.device)
         cartoon = self.cartoonx.visualize(images, masks, representation)
         return Explanation(images=x, target=target, predicted=predicted, probabilities=probabilities,

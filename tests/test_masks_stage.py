@@ -15,7 +15,8 @@ from dxai.wavelets import mask_shapes
 TINY_MASKS = ["masks.max_steps=3", "masks.batch_size=8", "masks.num_samples=2", "masks.base_channels=8",
               "masks.image_every_steps=2", "masks.num_panel_images=2", "masks.eval_images=4",
               "masks.eval_reference_steps=6", "masks.eval_refine_steps=4", "masks.eval_num_samples=2",
-              "masks.eval_bank_samples=2", "masks.eval_reference_every=2", "masks.eval_refine_every=2"]
+              "masks.eval_bank_samples=2", "masks.eval_reference_every=2", "masks.eval_refine_every=2",
+              "masks.eval_refine_curve_every=2"]
 
 
 def test_masks_stage_comes_after_the_classifier_and_the_decomposition():
@@ -40,6 +41,12 @@ def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_override
     assert masks["one_pass_loss_ratio"] == pytest.approx(masks["one_pass_loss"] / masks["reference_final_loss"])
     assert 0 <= masks["steps_to_reference_median"] <= 4 and 0 <= masks["fraction_within_200"] <= 1
     assert masks["one_pass_ms_per_image"] > 0 and masks["reference_s_per_image"] > 0
+    assert masks["reference_source"] == "background process"  # computed while the predictor trained
+    assert len(list((run_dir / "checkpoints" / "masks").glob("reference_*.safetensors"))) == 1
+    assert [row["image"] for row in masks["per_image"]] == [0, 1, 2, 3]
+    assert {row["start"] for row in masks["per_image"]} <= {"predictor", "blend", "ones"}
+    assert 0 <= masks["start_from_predictor_fraction"] <= 1 and sum(masks["start_counts"].values()) == 4
+    assert "| image | one-pass loss |" in (run_dir / "report" / "masks.md").read_text()
     assert (run_dir / "report" / "masks_loss_vs_steps.png").is_file()
     assert (run_dir / "report" / "masks_loss_vs_seconds.png").is_file()
     assert list((run_dir / "report" / "panels").glob("masks_evaluation_*.png"))

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from dxai.evaluation.masks import NoiseBank, steps_to_reach
-from dxai.explain.cartoonx import CartoonX
+import dxai.evaluation.masks as masks_protocol
+from dxai.evaluation.masks import (
+    NoiseBank,
+    ProtocolSettings,
+    Start,
+    optimisation_curves,
+    reference_curves,
+    reference_key,
+    steps_to_reach,
+)
+from dxai.explain.cartoonx import STARTS, CartoonX
 from dxai.explain.rde import SCHEDULES, Schedule
 from dxai.wavelets import ones_mask
 
@@ -45,3 +56,100 @@ def test_refinement_schedule_lowers_the_loss_faster_than_the_paper_lr(trained_cl
     refined = cartoonx.optimize(images, init=start, steps=40).history.loss[-1].mean()  # a given start: "refine"
     assert cartoonx.schedule_for(start) == SCHEDULES["refine"] and cartoonx.schedule_for("ones").lr == 1e-3
     assert refined < 0.8 * paper
+
+
+def _protocol_pieces(classifier, shapes_batch, count=3, seed=13):
+    images = shapes_batch(count, seed=seed)["image"]
+    cartoonx = CartoonX(classifier, levels=3, num_samples=2, start_l1_weight=1.0, start_samples=4)
+    representation = cartoonx.representation((32, 32))
+    target = classifier(images).argmax(1)
+    return images, cartoonx, representation, target
+
+
+def test_a_batched_optimisation_gives_each_method_its_own_runs_losses(trained_classifier, shapes_batch,
+                                                                       single_thread):
+    images, cartoonx, representation, target = _protocol_pieces(trained_classifier, shapes_batch)
+    bank = NoiseBank(cartoonx, images, representation, target, num_samples=4, seed=0)
+    shapes = representation.mask_shapes(32)
+    half = [band * 0.5 for band in ones_mask(shapes, 3)]
+    schedule = SCHEDULES["refine"]
+    starts = [Start(half, 0, 2), Start(ones_mask(shapes, 3), 7, 3)]
+    batched = optimisation_curves(cartoonx, images, representation, target, starts, schedule, 6, bank)
+    for start, together in zip(starts, batched, strict=True):
+        alone = optimisation_curves(cartoonx, images, representation, target, [start], schedule, 6, bank)[0]
+        assert together.steps == alone.steps
+        torch.testing.assert_close(together.loss, alone.loss, rtol=0, atol=1e-6)
+        for a, b in zip(together.masks, alone.masks, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    rows = [2, 0, 2]  # any subset or repetition of the images is scored on the same draws
+    subset = bank([band[rows] for band in half], rows).loss
+    torch.testing.assert_close(subset, bank(half).loss[rows], rtol=0, atol=1e-6)
+
+
+def test_watched_steps_to_reference_equal_those_of_a_fully_measured_curve(trained_classifier, shapes_batch,
+                                                                          single_thread):
+    images, cartoonx, representation, target = _protocol_pieces(trained_classifier, shapes_batch)
+    bank = NoiseBank(cartoonx, images, representation, target, num_samples=4, seed=0)
+    ones = ones_mask(representation.mask_shapes(32), 3)
+    dense = optimisation_curves(cartoonx, images, representation, target, [Start(ones, 0, 2)], SCHEDULES["refine"],
+                                12, bank)[0]
+    level = dense.loss[3]  # reached at step 6 or earlier by construction
+    watched = optimisation_curves(cartoonx, images, representation, target, [Start(ones, 0, 12, level)],
+                                  SCHEDULES["refine"], 12, bank, watch_every=2)[0]
+    assert watched.steps == [0, 12]
+    assert watched.reached == steps_to_reach(dense.steps, dense.loss, level)
+
+
+def test_the_reference_is_cached_reused_and_keyed_by_the_classifier_weights(trained_classifier, shapes_batch,
+                                                                            single_thread, tmp_path, monkeypatch):
+    images, cartoonx, _, _ = _protocol_pieces(trained_classifier, shapes_batch, count=2)
+    settings = ProtocolSettings(reference_steps=4, num_samples=2, bank_samples=4, reference_every=2)
+    calls = []
+    compute = masks_protocol.compute_reference
+    monkeypatch.setattr(masks_protocol, "compute_reference", lambda *args: calls.append(1) or compute(*args))
+    first, first_other, cached = reference_curves(cartoonx, images, settings, tmp_path)
+    assert not cached and len(calls) == 1 and len(list(tmp_path.glob("reference_*.safetensors"))) == 1
+    second, second_other, cached = reference_curves(cartoonx, images, settings, tmp_path)
+    assert cached and len(calls) == 1  # the second evaluation does not optimise the reference again
+    assert second.steps == first.steps == [0, 2, 4] and second_other.steps == first_other.steps == [0, 4]
+    torch.testing.assert_close(second.loss, first.loss, rtol=0, atol=0)
+    torch.testing.assert_close(second_other.loss, first_other.loss, rtol=0, atol=0)
+    assert second.seconds == first.seconds
+    for a, b in zip(second.masks, first.masks, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+    key = reference_key(cartoonx, images, settings)
+    assert reference_key(cartoonx, images.clone(), settings) == key
+    assert reference_key(cartoonx, images, ProtocolSettings(reference_steps=5, num_samples=2, bank_samples=4,
+                                                            reference_every=2)) != key
+    assert reference_key(cartoonx, images.flip(-1), settings) != key
+    changed = copy.deepcopy(trained_classifier)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1e-3
+    other = CartoonX(changed, levels=3, num_samples=2)
+    assert reference_key(other, images, settings) != key
+    reference_curves(other, images, settings, tmp_path)
+    assert len(calls) == 2 and len(list(tmp_path.glob("reference_*.safetensors"))) == 2
+
+
+def test_the_start_selection_never_picks_a_start_worse_on_its_own_draws(trained_classifier, shapes_batch,
+                                                                        single_thread):
+    images, cartoonx, representation, target = _protocol_pieces(trained_classifier, shapes_batch, count=6, seed=14)
+    shapes = representation.mask_shapes(32)
+    generator = torch.Generator().manual_seed(3)
+    # some masks keep the decision, some lose it (near zero), some are in between
+    scale = torch.tensor([1.0, 0.02, 0.3, 0.6, 0.0, 0.1])
+    predicted = [torch.rand(6, *shape, generator=generator) * scale.view(-1, *[1] * len(shape)) for shape in shapes]
+    masks, starts = cartoonx.select_start(images, target, predicted, representation)
+    ones = ones_mask(shapes, 6)
+    candidates = [predicted, [0.5 * (band + 1) for band in predicted], ones]
+    scores = cartoonx.start_scores(images, target, candidates, representation)
+    assert set(starts) <= set(STARTS)
+    for image, name in enumerate(starts):
+        chosen = STARTS.index(name)
+        assert scores[chosen, image] <= scores[:, image].min() + 1e-7
+        for band, candidate in zip(masks, candidates[chosen], strict=True):
+            torch.testing.assert_close(band[image], candidate[image], rtol=0, atol=0)
+    assert cartoonx.start_scores(images, target, candidates, representation).equal(scores)  # fixed draws
+    off = CartoonX(trained_classifier, levels=3, num_samples=2)  # no start selection: the predicted mask
+    assert off.select_start(images, target, predicted)[1] == ["predictor"] * 6

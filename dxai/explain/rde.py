@@ -18,6 +18,7 @@ a network that predicts masks.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -193,6 +194,17 @@ class RDEObjective:
     def batch_size(self) -> int:
         return self.reference.shape[0]
 
+    def select(self, rows: Sequence[int]) -> RDEObjective:
+        """The objective of the images ``rows`` (indices into the batch, repeats allowed), in that
+        order, sharing what was computed: row r of the result is image ``rows[r]`` of this one."""
+        rows = [int(row) for row in rows]
+        index = torch.tensor(rows, device=self.reference.device)
+        view = copy.copy(self)
+        view.coefficients = [band[index] for band in self.coefficients]
+        view.reference, view.target = self.reference[index], self.target[index]
+        view.noise = AdaptiveNoise([self.noise.mean[row] for row in rows], [self.noise.std[row] for row in rows])
+        return view
+
     def loss(self, masks: Bands, generators: Generators = None) -> RDELoss:
         """The per-image RDE loss, differentiable w.r.t. ``masks``; all B * L obfuscations go
         through the classifier in one call."""
@@ -329,6 +341,7 @@ class RDEResult:
     target: torch.Tensor         # (B,) the classes explained
     probabilities: torch.Tensor  # (B, K) the classifier's softmax on the images
     history: RDEHistory
+    start: list[str] | None = None  # per image, the start chosen by a start selection (CartoonX, init="predictor")
 
     @property
     def flat_masks(self) -> torch.Tensor:
@@ -399,7 +412,7 @@ class RDE(ABC):
         with evaluation_mode(self.classifier):
             objective = RDEObjective(self.classifier, images, representation, class_indices(target, self.class_names),
                                      self.lam, schedule.num_samples or self.num_samples, self.distortion)
-            initial = self.initial_masks(init, shapes, images, objective.target)
+            initial, start = self.initial_start(init, shapes, images, objective.target)
             optimizer = MaskOptimizer(objective, initial, schedule.lr, seeds, self.samples_per_call, schedule, steps)
             history = []
             bar = tqdm(range(steps), desc=type(self).__name__, disable=not progress, leave=False)
@@ -409,7 +422,7 @@ class RDE(ABC):
                     bar.set_postfix(loss=f"{float(history[-1].loss.mean()):.4f}")
         masks = [band.detach() for band in optimizer.masks]
         return RDEResult(masks, self.visualize(images, masks, representation), objective.target,
-                         objective.reference, _stack_history(history, images))
+                         objective.reference, _stack_history(history, images), start)
 
     def attribute(self, images: torch.Tensor, target: Target = None, **options) -> torch.Tensor:
         """The optimised masks of ``images`` in [0, 1] as one vector per image (B, K); ``options``
@@ -432,6 +445,12 @@ class RDE(ABC):
     def check(self, images) -> torch.Tensor:
         """``images`` validated as a float batch in [0, 1] with the classifier's channel count."""
         return check_images(images, type(self).__name__, expected_channels(self.classifier))
+
+    def initial_start(self, init: str | torch.Tensor | Bands, shapes: Shapes, images: torch.Tensor,
+                      target: torch.Tensor) -> tuple[Bands, list[str] | None]:
+        """The step-0 masks and, where the explainer chose among starts, which one per image
+        (here: none; ``CartoonX`` chooses for ``init="predictor"``)."""
+        return self.initial_masks(init, shapes, images, target), None
 
     def initial_masks(self, init: str | torch.Tensor | Bands, shapes: Shapes, images: torch.Tensor,
                       target: torch.Tensor) -> Bands:

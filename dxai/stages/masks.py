@@ -17,13 +17,23 @@ from torch import nn
 from dxai.config import Config
 from dxai.data.batches import first_images
 from dxai.data.datamodule import DXAIDataModule
-from dxai.evaluation.masks import ProtocolSettings, evaluate_mask_predictor
-from dxai.io import read_metrics, update_metrics
+from dxai.evaluation.masks import ProtocolSettings, evaluate_mask_predictor, per_image_markdown, start_reference
+from dxai.io import atomic_write_text, read_metrics, update_metrics
 from dxai.models import build_cartoonx
 from dxai.normalization import Normalization
-from dxai.run_folder import distill_targets_path, load_classifier, predictor_path, report_dir, resume_path, save_weights
+from dxai.run_folder import (
+    checkpoint_dir,
+    distill_targets_path,
+    load_classifier,
+    predictor_path,
+    report_dir,
+    resume_path,
+    save_weights,
+)
 from dxai.training.common import log_image_panel, make_trainer
 from dxai.training.masks import STAGE, MaskModule
+
+MASKS_REPORT = "masks.md"  # the masks stage's per-image table (report.md repeats it)
 
 
 def distill_targets(cfg: Config, classifier: nn.Module, dataset, run_dir: Path) -> dict[str, torch.Tensor]:
@@ -45,7 +55,8 @@ def protocol_settings(cfg: Config) -> ProtocolSettings:
     m = cfg.masks
     return ProtocolSettings(reference_steps=m.eval_reference_steps, refine_steps=m.eval_refine_steps,
                             num_samples=m.eval_num_samples, bank_samples=m.eval_bank_samples,
-                            reference_every=m.eval_reference_every, refine_every=m.eval_refine_every, seed=m.eval_seed)
+                            reference_every=m.eval_reference_every, refine_every=m.eval_refine_every,
+                            refine_curve_every=m.eval_refine_curve_every, seed=m.eval_seed)
 
 
 def is_done(cfg: Config, run_dir: Path) -> bool:
@@ -64,26 +75,53 @@ def run(cfg: Config, run_dir: Path) -> dict:
     trainer = make_trainer(cfg, run_dir, STAGE, max_steps=m.max_steps,
                            val_every_steps=min(m.image_every_steps, m.max_steps) or None)
     data.check_batch_size(trainer.world_size)  # before any training: a full batch on every process
-    trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=resume_path(run_dir, STAGE))
+    reference = background_reference(cfg, trainer, classifier, data.val_set, run_dir)
+    try:
+        trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=resume_path(run_dir, STAGE))
+    except BaseException:
+        if reference is not None:
+            reference.terminate()
+        raise
     results = {}
     if trainer.is_global_zero:
         predictor = module.predictor.eval().requires_grad_(False)
         save_weights(predictor, predictor_path(run_dir))
-        results = evaluate(cfg, trainer, classifier, predictor, data.val_set, run_dir)
+        results = evaluate(cfg, trainer, classifier, predictor, data.val_set, run_dir, reference)
     trainer.strategy.barrier("mask predictor saved")
     return {k: results[k] for k in ("one_pass_loss_ratio", "steps_to_reference_median", "steps_to_reference_p90",
                                     "control_steps_to_reference_median", "refined_loss_ratio_at_200")
             if k in results}
 
 
+def eval_images(cfg: Config, val_set, device) -> torch.Tensor:
+    return first_images(val_set, cfg.masks.eval_images, Normalization.symmetric(cfg.data.img_channels)).to(device)
+
+
+def background_reference(cfg: Config, trainer: pl.Trainer, classifier: nn.Module, val_set, run_dir: Path):
+    """The evaluation's reference (it needs only the classifier and the images) computed into its
+    cache by a second process while the predictor trains: on a single CPU process with
+    ``masks.eval_reference_background``, unless already cached. Returns the process or None."""
+    if not (cfg.masks.eval_reference_background and trainer.world_size == 1
+            and trainer.strategy.root_device.type == "cpu"):
+        return None
+    images = eval_images(cfg, val_set, "cpu")
+    cartoonx = build_cartoonx(cfg, classifier, cfg.masks.eval_num_samples)
+    return start_reference(cartoonx, images, protocol_settings(cfg), checkpoint_dir(run_dir, STAGE),
+                           cfg.trainer.cpu_threads or 1)
+
+
 def evaluate(cfg: Config, trainer: pl.Trainer, classifier: nn.Module, predictor: nn.Module, val_set,
-             run_dir: Path) -> dict:
-    """The predictor against CartoonX on the first ``masks.eval_images`` validation images (rank 0)."""
+             run_dir: Path, reference_process=None) -> dict:
+    """The predictor against CartoonX on the first ``masks.eval_images`` validation images (rank 0);
+    the reference comes from its cache in the stage's checkpoint folder when there (or from
+    ``reference_process``, waited for)."""
     m = cfg.masks
     device = trainer.strategy.root_device
-    images = first_images(val_set, m.eval_images, Normalization.symmetric(cfg.data.img_channels)).to(device)
+    images = eval_images(cfg, val_set, device)
     cartoonx = build_cartoonx(cfg, classifier.to(device), m.eval_num_samples, predictor.to(device))
-    results = evaluate_mask_predictor(cartoonx, images, protocol_settings(cfg), report_dir(run_dir))
+    results = evaluate_mask_predictor(cartoonx, images, protocol_settings(cfg), report_dir(run_dir),
+                                      checkpoint_dir(run_dir, STAGE), reference_process)
+    atomic_write_text(report_dir(run_dir) / MASKS_REPORT, per_image_markdown(results))
     panel = results.pop("panel")
     log_image_panel(trainer, "masks/evaluation", panel[:m.num_panel_images].flatten(0, 1),
                     ["image", "one pass", f"ones, {m.eval_reference_steps}", f"refined, {m.eval_refine_steps}"],
