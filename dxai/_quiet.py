@@ -5,7 +5,8 @@ by their exact messages, only what a dxai user cannot act on:
 
 - pytorch_wavelets' ``pkg_resources is deprecated`` warning (it imports pkg_resources);
 - Lightning's notices about its own internals (``_pytree``'s ``LeafSpec`` deprecation) and its reminder,
-  on resuming, to pass the callbacks that made the checkpoint (dxai's stages always do);
+  on resuming, to pass the callbacks that made the checkpoint (dxai's stages always do), and its note
+  on modules in eval mode (dxai's frozen classifiers are, on purpose);
 - Lightning's advertisements ("💡 Tip: ... litlogger / litmodels"), logged through its rank-zero logger.
 
 Warnings raised by dxai itself, and every other warning, still show. Nothing here imports Lightning.
@@ -21,6 +22,8 @@ import warnings
 _WARNINGS = (
     (r"pkg_resources is deprecated", UserWarning, r"(pytorch_wavelets|pkg_resources)(\.|$)"),
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"(pytorch_lightning|lightning)(\.|$)"),
+    # dxai's frozen classifiers stay in eval mode on purpose (dxai.training.common.FrozenClassifier)
+    (r"Found \d+ module\(s\) in eval mode at the start of training", Warning, r"(pytorch_lightning|lightning)(\.|$)"),
     # on resuming: dxai's stages always give the Trainer the callbacks that made the checkpoint
     (r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint", Warning,
      r"(pytorch_lightning|lightning)(\.|$)"),

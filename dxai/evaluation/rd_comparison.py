@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dxai.evaluation.rate_distortion import MODES, random_order, rate_distortion_curve, relevance_order
 from dxai.explain.cartoonx import CartoonX
 from dxai.explain.pixel_rde import PixelRDE
 from dxai.inference import Explainer
+from dxai.progress import Progress
 from dxai.timing import timed
 from dxai.wavelets import mask_size, unflatten_mask
 
@@ -89,11 +89,15 @@ def rd_comparison(explainer: Explainer, images01: torch.Tensor, settings: RDSett
     fractions = torch.linspace(0, 1, settings.fractions)
     curves: dict = {}
     runs = [(mode, name, order) for mode in MODES for name, order in orders.items()]
-    for mode, name, order in tqdm(runs, desc="rate-distortion curves", unit="curve", disable=None, leave=False):
+    progress = Progress("evaluate: rate-distortion curves", len(runs), unit="curve")
+    for mode, name, order in runs:
+        progress.update(0, method=f"{name}, {mode}")
         curve = rate_distortion_curve(cartoonx.classifier, images01, representations[name],
                                       order.to(images01.device), fractions, mode=mode,
                                       num_samples=settings.curve_samples, distortion="l2", seed=settings.seed)
         curves.setdefault(mode, {})[name] = curve.mean_distortion.tolist()
+        progress.update()
+    progress.close()
     areas = {mode: {name: float(np.trapezoid(values, fractions.numpy())) for name, values in by_method.items()}
              for mode, by_method in curves.items()}
     return {"settings": {**asdict(settings), "images": len(images01), "cartoonx_lam": cartoonx.lam,

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from dxai.config import Config
 from dxai.data.batches import first_images
@@ -37,6 +36,7 @@ from dxai.measures.decomposition import BETAS, top_probability
 from dxai.measures.ground_truth import GroundTruthScores, centred_energy
 from dxai.measures.transfer import TransferNeutrality, transfer_scores, transfer_sums
 from dxai.normalization import Normalization
+from dxai.progress import Progress
 from dxai.run_folder import load_independent_classifiers, report_dir
 from dxai.timing import timed
 from dxai.training.common import make_logger, parse_devices
@@ -146,15 +146,13 @@ def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device,
     matching, comparison_methods, names = _comparison(cfg, classifier, num_classes, device)
     first: dict[str, Explanation] = {}
     first_batch: dict = {}
-    bar = tqdm(total=len(loader) * (len(methods) + len(comparison_methods)), desc="evaluation", unit="call",
-               disable=None, leave=False)
+    bar = Progress("evaluate: explanations", len(loader) * (len(methods) + len(comparison_methods)), unit="call")
     for index, batch in enumerate(loader):
         images, labels = batch["image"].to(device), batch["label"].to(device)
         images01 = explainer.normalization.denormalize(images).clamp(0, 1)
         for name, method in methods.items():
-            bar.set_postfix(batch=f"{index + 1}/{len(loader)}", method=name)
             explanation, seconds = timed(partial(method, images01), device)
-            bar.update()
+            bar.update(batch=f"{index + 1}/{len(loader)}", method=name)
             scores[name].add(classifier, explanation, batch, seconds)
             if matching is not None:
                 matching.add("A", name, images, explanation.distinct, labels)
@@ -165,9 +163,8 @@ def _score(cfg: Config, explainer: Explainer, loader: DataLoader, device,
                 scores.setdefault(name, MethodScores(num_classes, explainer.normalization, independent)).add(
                     classifier, explanation, batch, 0.0)
         for name, method in comparison_methods.items():
-            bar.set_postfix(batch=f"{index + 1}/{len(loader)}", method=f"{name} (classifier B)")
             matching.add("B", name, images, method(images01).distinct, labels)
-            bar.update()
+            bar.update(batch=f"{index + 1}/{len(loader)}", method=f"{name} (classifier B)")
         if index == 0:
             first_batch = batch
     bar.close()
