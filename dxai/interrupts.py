@@ -69,13 +69,21 @@ def _handler(signum, frame) -> None:
     raise StageInterrupted()
 
 
-def install() -> bool:
-    """Handle SIGINT as described above (main thread only; returns whether it was installed)."""
+def install():
+    """Handle SIGINT as described above (main thread only). Returns the handler it replaced, for
+    ``restore`` (None when nothing was installed)."""
     if threading.current_thread() is not threading.main_thread():
-        return False
-    signal.signal(signal.SIGINT, _handler)
+        return None
+    previous = signal.signal(signal.SIGINT, _handler)
     _state.update(count=0, deferred=0, installed=True)
-    return True
+    return previous
+
+
+def restore(previous) -> None:
+    """Put back the SIGINT handler that ``install`` replaced (a caller such as a test keeps its own)."""
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, previous)
+        _state.update(installed=False)
 
 
 def installed() -> bool:

@@ -92,6 +92,7 @@ def clean_leftovers(run_dir: Path) -> list[Path]:
 
 
 LOG_FILE = "train.log"
+_log_files: list[logging.Handler] = []
 
 
 def add_log_file(run_dir: Path) -> logging.Handler | None:
@@ -105,7 +106,16 @@ def add_log_file(run_dir: Path) -> logging.Handler | None:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
+    _log_files.append(handler)
     return handler
+
+
+def remove_log_file() -> None:
+    """Detach and close the log files ``add_log_file`` attached (the command line does, at its end)."""
+    while _log_files:
+        handler = _log_files.pop()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 def _run_stage(module, name: str, cfg: Config, run_dir: Path):

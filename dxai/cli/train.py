@@ -22,7 +22,7 @@ from dxai.config import available_datasets, load_config
 from dxai.errors import DXAIError
 from dxai.interrupts import StageInterrupted
 from dxai.io import os_error_sentence
-from dxai.pipeline import run_pipeline
+from dxai.pipeline import remove_log_file, run_pipeline
 from dxai.progress import HideProgressOnTerminal
 from dxai.stages import STAGES
 
@@ -115,9 +115,10 @@ def apply_literal_flags(cfg, args: argparse.Namespace):
 
 def setup_logging() -> None:
     """INFO and above to stderr (dxai's own warnings included); progress lines stay off a terminal,
-    where the bars show them. ``run_pipeline`` adds ``<run>/train.log``."""
+    where the bars show them. ``run_pipeline`` adds ``<run>/train.log``. Like ``logging.basicConfig``,
+    this leaves a root logger that already has handlers (an application's, pytest's) as it is."""
     root = logging.getLogger()
-    if not any(getattr(handler, "dxai_console", False) for handler in root.handlers):
+    if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(HideProgressOnTerminal(sys.stderr))
@@ -129,7 +130,7 @@ def setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging()
-    interrupts.install()
+    previous_handler = interrupts.install()
     try:
         cfg = apply_literal_flags(load_config(args.dataset, overrides_from(args)), args)
         run_dir = run_pipeline(cfg, args.stage, log_file=True)  # validates the settings before any work
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a full disk, a read-only runs folder: one sentence, not a traceback
         print(f"error: {os_error_sentence(error)}", file=sys.stderr)
         return 2
+    finally:
+        remove_log_file()
+        interrupts.restore(previous_handler)
     print(f"\nResults are in {run_dir}: config.yaml, checkpoints/, report/metrics.json")
     return 0
 
