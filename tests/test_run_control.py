@@ -253,3 +253,36 @@ def test_ctrl_c_saves_the_step_exits_130_and_the_rerun_resumes(tmp_path):
     import json
 
     assert json.loads((run_dir / "report" / "metrics.json").read_text())["classifier"]["steps"] == step + 8
+
+
+def test_a_failing_wandb_init_falls_back_offline(tmp_path, monkeypatch, caplog):
+    """The server answered the check but wandb.init fails (CommError): one warning, then offline."""
+    import wandb
+
+    from dxai.training import common
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    monkeypatch.setattr(common, "wandb_reachable", lambda *a, **k: True)
+
+    class Failing:
+        @property
+        def experiment(self):
+            raise wandb.errors.CommError("context deadline exceeded")
+
+    class Offline:
+        experiment = None
+
+    made = []
+
+    def fake_logger(cfg, run_dir, stage):
+        made.append(os.environ.get("WANDB_MODE"))
+        return Failing() if len(made) == 1 else Offline()
+
+    monkeypatch.setattr(common, "_wandb_logger", fake_logger)
+    caplog.set_level(logging.WARNING)
+    logger = common.make_wandb_logger(load_config("synthetic", ["trainer.logger=wandb"]), tmp_path, "classifier")
+    assert isinstance(logger, Offline) and made == [None, "offline"]
+    sentences = [r.getMessage() for r in caplog.records if "wandb server" in r.getMessage()]
+    assert len(sentences) == 1 and "context deadline exceeded" in sentences[0]
+    assert f"logging offline to {tmp_path / 'wandb'}; upload later with wandb sync" in sentences[0]
