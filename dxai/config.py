@@ -149,7 +149,7 @@ class MasksConfig:
     eval_refine_curve_every: int = 25    # steps between measured points of the refinement mean curves (all images)
     eval_seed: int = 0
     eval_reference_background: bool = True  # compute the (cached) reference in a second process while training (CPU)
-    start_l1_weight: float | None = 1.0  # start selection of the refinement: distortion + this * l1 (None: off)
+    start_l1_weight: float | None = 0.2  # start selection of the refinement: distortion + this * l1 (None: off)
     start_samples: int = 8               # noise draws per image that score the start candidates
 
 

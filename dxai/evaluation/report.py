@@ -7,6 +7,7 @@ builds it; the paragraphs state what the numbers show, also when they go against
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -231,8 +232,26 @@ def _transfer_section(section: dict) -> str:
         f"classifiers too. The distinct energy says how much of the image a method removes to get there.{yardstick}"])
 
 
+def _masks_section(masks: dict) -> str:
+    """The masks stage's mask predictor protocol: its headline numbers and the per-image table."""
+    from dxai.evaluation.masks import per_image_markdown  # matplotlib is set up there
+
+    return "\n".join([
+        f"One pass {masks['one_pass_loss_ratio']:.2f} times the reference's loss (CartoonX from all-ones, "
+        f"{masks['settings']['reference_steps']} steps at lr {masks['settings']['reference_lr']:g}); refined, "
+        f"median {masks['steps_to_reference_median']:g} steps to the reference (90th percentile "
+        f"{masks['steps_to_reference_p90']:g}), the control from all-ones "
+        f"{masks['control_steps_to_reference_median']:g} "
+        f"({masks['control_steps_to_reference_p90']:g}); loss at 200 steps {masks['refined_loss_ratio_at_200']:.3f} "
+        f"times the reference. The refinement started from the predictor's mask on "
+        f"{masks['start_from_predictor_fraction']:.0%} of the images (`masks_loss_vs_steps.png`, "
+        "`masks_loss_vs_seconds.png`; every number in `metrics.json` under `masks`).", "",
+        per_image_markdown(masks)])
+
+
 def write_markdown(section: dict, title: str, path: Path) -> Path:
-    """report.md: the tables of ``section`` with the plots beside it, one paragraph each."""
+    """report.md: the tables of ``section`` with the plots beside it, one paragraph each; and the
+    masks stage's per-image table when the ``metrics.json`` beside ``path`` has one."""
     settings = section["settings"]
     synthetic = section["gt_distinct_corr"] is not None
     parts = [
@@ -262,6 +281,12 @@ def write_markdown(section: dict, title: str, path: Path) -> Path:
               "## Classifier matching (DXAI paper, table 3)", "", _matching_section(section["matching"]), "",
               "## Rate-distortion of the mask explanations (CartoonX paper, fig. 7)", "",
               _rd_section(section["rate_distortion"]), ""]
+    try:
+        masks = json.loads((Path(path).parent / "metrics.json").read_text()).get("masks", {})
+    except (OSError, ValueError):
+        masks = {}
+    if masks.get("per_image"):
+        parts += ["## The mask predictor, per image (masks stage)", "", _masks_section(masks), ""]
     atomic_write_text(path, "\n".join(parts))
     return path
 
