@@ -107,11 +107,13 @@ def add_log_file(run_dir: Path) -> logging.Handler | None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     _log_files.append(handler)
+    os.environ[progress.LOG_FILE_ENV] = str(path)  # worker processes' progress lines (dxai.progress)
     return handler
 
 
 def remove_log_file() -> None:
     """Detach and close the log files ``add_log_file`` attached (the command line does, at its end)."""
+    os.environ.pop(progress.LOG_FILE_ENV, None)
     while _log_files:
         handler = _log_files.pop()
         logging.getLogger().removeHandler(handler)

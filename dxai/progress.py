@@ -10,6 +10,9 @@ at most every ``DXAI_PROGRESS_SECONDS`` seconds (default 20), so a run whose out
 carry ``record.dxai_progress = True``; the command line keeps them off a terminal that shows the bar.
 
 The innermost running loop is ``current()``: the Ctrl-C message says where a run stopped with it.
+In a process whose logging nobody set up (a spawned worker, such as the masks stage's background
+reference), the lines still go to stderr and to the run's log file (``DXAI_LOG_FILE``, which the
+pipeline sets for its workers).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dxai.interrupts import StageInterrupted
 
 log = logging.getLogger("dxai.progress")
 DEFAULT_SECONDS = 20.0
+LOG_FILE_ENV = "DXAI_LOG_FILE"
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _RUNNING: list[Progress] = []
 
 
@@ -46,6 +51,26 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def _reach_the_log(logger: logging.Logger) -> None:
+    """Give ``logger`` handlers of its own (stderr, and ``$DXAI_LOG_FILE``) when no handler would see
+    its records: a spawned worker process starts with logging unconfigured."""
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(HideProgressOnTerminal(sys.stderr))
+    handlers: list[logging.Handler] = [console]
+    if os.environ.get(LOG_FILE_ENV):
+        try:
+            handlers.append(logging.FileHandler(os.environ[LOG_FILE_ENV], encoding="utf-8"))
+        except OSError:
+            pass
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(FORMAT))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def current() -> Progress | None:
     """The innermost loop running now, if any."""
     return _RUNNING[-1] if _RUNNING else None
@@ -63,6 +88,7 @@ class Progress:
         self.done = self.start_done = int(done)
         self.every = interval() if every is None else every
         self.log = logger or log
+        _reach_the_log(self.log)
         self.started = self.last_line = time.monotonic()
         self.lines = 0
         self.bar = tqdm(total=self.total, initial=self.done, desc=description, unit=unit, leave=False,

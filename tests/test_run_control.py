@@ -286,3 +286,15 @@ def test_a_failing_wandb_init_falls_back_offline(tmp_path, monkeypatch, caplog):
     sentences = [r.getMessage() for r in caplog.records if "wandb server" in r.getMessage()]
     assert len(sentences) == 1 and "context deadline exceeded" in sentences[0]
     assert f"logging offline to {tmp_path / 'wandb'}; upload later with wandb sync" in sentences[0]
+
+
+def test_progress_of_a_worker_process_reaches_stderr_and_the_run_log(tmp_path):
+    """A spawned worker (the masks stage's background reference) starts with logging unconfigured."""
+    log_file = tmp_path / "train.log"
+    code = ("from dxai.progress import Progress\nwith Progress('masks: reference', 3, every=0.0) as p:\n"
+            "    for _ in range(3):\n        p.update()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env=clean_env(DXAI_LOG_FILE=str(log_file)))
+    assert done.returncode == 0, done.stderr
+    assert "masks: reference 3/3 steps" in done.stderr
+    assert "masks: reference 3/3 steps" in log_file.read_text()
