@@ -1,8 +1,10 @@
 """Masks stage: train the amortized CartoonX mask predictor, then evaluate it against CartoonX.
 
 The results are ``<run>/checkpoints/masks/mask_predictor.safetensors`` (read it back with
-``dxai.run_folder.load_mask_predictor``), the ``masks`` section of metrics.json and the
-loss-curve plot of ``dxai.evaluation.masks``.
+``dxai.run_folder.load_mask_predictor``), the ``masks`` section of metrics.json, the
+loss-curve plots of ``dxai.evaluation.masks`` and its per-image table ``report/masks.md``. The
+evaluation's reference is cached in ``checkpoints/masks/reference_<key>.safetensors`` (computed,
+on a CPU, by a second process while the predictor trains); a rerun of the stage reads it.
 """
 
 from __future__ import annotations
