@@ -242,14 +242,18 @@ class StopAtStepEnd(Callback):
             self._deferred.__exit__(None, None, None)
             self._deferred = None
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def _stop_if_asked(self, trainer) -> None:
         if self._deferred is not None and interrupts.requested():
             trainer.save_checkpoint(self.last_path, weights_only=False)
             self._leave()
             raise StageInterrupted(self.stage, trainer.global_step // self.steps_per_batch,
                                    trainer.max_steps // self.steps_per_batch)
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._stop_if_asked(trainer)
+
     def on_train_end(self, trainer, pl_module) -> None:
+        self._stop_if_asked(trainer)  # a Ctrl-C after the last step's end is not lost either
         self._leave()
 
     def on_exception(self, trainer, pl_module, exception) -> None:
