@@ -66,6 +66,10 @@ class ClassifierConfig:
     # backgrounds, so that a perfect agnostic part is class agnostic in the sense of the DXAI
     # paper's definition 1 (arXiv 2401.00320).
     neutral_background_weight: float = 0.0
+    # Classifiers trained by the same recipe with another seed on other training images; they never
+    # train the decomposition, they only judge whether its agnostic part is neutral for them too.
+    independent: int = 1
+    independent_max_steps: int | None = None  # None: max_steps
 
 
 @dataclass
@@ -92,7 +96,12 @@ class DecompositionConfig:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
     weight_decay: float = 1e-4
     ema_beta: float = 0.999
-    objective: str = "paper"             # paper (eq. 5-15) | neutral (definition 1: x_hat^y~ pushed to uniform)
+    # The kept EMA weights: the validation with the most neutral agnostic part for the independent
+    # classifiers among those reconstructing x at least this well (dB); with no independent classifier, the last.
+    select_min_psnr: float = 25.0
+    # paper (eq. 5-15) | neutral (definition 1: x_hat^y~ pushed to uniform) | swap (neutral, and x_hat^y~ plus
+    # another image's distinct part must pass critic and classifier as that image's class)
+    objective: str = "paper"
     lambda_adv: float = 2.0              # loss weights of the DXAI paper, eq. 14-15
     lambda_kld: float = 1.0
     lambda_cf: float = 2.0
@@ -460,6 +469,8 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         if not cfg.classifier.weights:  # adopted weights are not trained: their max_steps is unused
             at_least("classifier.max_steps", cfg.classifier.max_steps, 1)
         at_least("classifier.val_every_steps", cfg.classifier.val_every_steps, 1)
+        at_least("classifier.independent", cfg.classifier.independent, 0)
+        at_least("classifier.independent_max_steps", cfg.classifier.independent_max_steps, 1, optional=True)
     m = cfg.decomposition
     if runs("decomposition"):
         at_least("decomposition.max_steps", m.max_steps, 1)

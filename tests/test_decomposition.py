@@ -46,7 +46,7 @@ def checkpoint_step(run_dir: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
 
 
-@pytest.mark.parametrize("objective", ["paper", "neutral"])
+@pytest.mark.parametrize("objective", ["paper", "neutral", "swap"])
 def test_stage_writes_weights_metrics_panels_and_a_classifier_free_checkpoint(tiny, objective):
     cfg = load_config("synthetic", tiny + ["decomposition.max_steps=4", f"decomposition.objective={objective}"])
     run_dir = run_pipeline(cfg, "decomposition")
@@ -212,3 +212,15 @@ def test_without_independent_classifiers_the_last_weights_are_kept(tiny):
     section = decomposition.run(cfg, run_pipeline(cfg, "classifier"))
     assert section["selected_iteration"] == 2 and section["selection"].startswith("last")
     assert "transfer_max_prob" not in section
+
+
+def test_swap_partners_are_of_another_class_and_missing_only_when_the_batch_has_one_class():
+    from dxai.training.decomposition import class_swap, swap_partners
+
+    labels = torch.tensor([0, 0, 1, 2, 1])
+    partner = swap_partners(labels)
+    assert partner.tolist() == [2, 2, 3, 4, 0]
+    assert swap_partners(torch.tensor([1, 1, 1])).tolist() == [-1, -1, -1]
+    agnostic, distinct = torch.zeros(5, 3, 4, 4), torch.arange(5.0).view(5, 1, 1, 1).expand(5, 3, 4, 4)
+    images, swapped = class_swap(agnostic, distinct, labels, partner)
+    assert swapped.tolist() == [1, 1, 2, 1, 0] and images[:, 0, 0, 0].tolist() == [2, 2, 3, 4, 0]

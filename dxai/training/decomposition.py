@@ -47,7 +47,7 @@ from dxai.training.common import FrozenClassifier, log_image_panel, parse_device
 
 STAGE = "decomposition"
 OPTIMIZER_STEPS_PER_ITERATION = 2
-OBJECTIVES = ("paper", "neutral")
+OBJECTIVES = ("paper", "neutral", "swap")
 
 
 class DecompositionError(DXAIError):
@@ -57,6 +57,26 @@ class DecompositionError(DXAIError):
 def alternative_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """A class y~ != y per sample, uniform over the other classes."""
     return (labels + torch.randint_like(labels, 1, num_classes)) % num_classes
+
+
+def swap_partners(labels: torch.Tensor) -> torch.Tensor:
+    """Per sample, the index of the next sample (cyclically) of another class in the batch; -1 if none."""
+    count = len(labels)
+    index = torch.arange(count, device=labels.device)
+    candidates = (index.view(-1, 1) + index[1:].view(1, -1)) % count  # B x (B - 1): i + 1, i + 2, ...
+    differs = labels[candidates] != labels.view(-1, 1)
+    partner = candidates.gather(1, differs.int().argmax(1, keepdim=True)).view(-1) if count > 1 else index
+    return torch.where(differs.any(1), partner, -1) if count > 1 else torch.full_like(labels, -1)
+
+
+def class_swap(x_hat_alt: torch.Tensor, distinct: torch.Tensor, labels: torch.Tensor,
+               partner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``swap`` objective's fakes: sample i's agnostic blend x_hat^y~ (styled as its partner's class)
+    plus the partner's own distinct part (fixed, no gradient), with the partner's class as their label.
+    An agnostic part that keeps its own class's evidence (a whole shape, say) makes an image with two
+    objects, which neither the critic nor the classifier accepts as the partner's class."""
+    valid = partner >= 0
+    return x_hat_alt[valid] + distinct[partner[valid]].detach(), labels[partner[valid]]
 
 
 def alpha_blend(branches_y: torch.Tensor, branches_alt: torch.Tensor,
@@ -163,30 +183,39 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         terms["total"] = self._weighted_total(terms, weights, "discriminator")
         return terms
 
-    def _critic_inputs(self, y, y_alt, x_hat_y, x_hat_alt) -> tuple[torch.Tensor, torch.Tensor]:
+    def _critic_inputs(self, y, y_alt, x_hat_y, x_hat_alt, swap=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The fakes the critic judges and their classes: both blends for ``paper``, only x_hat^y
-        for ``neutral`` (x_hat^y~ is meant to look like no class, so no class head should pass it)."""
-        if self.cfg.decomposition.objective == "neutral":
+        for ``neutral`` (x_hat^y~ is meant to look like no class, so no class head should pass it),
+        x_hat^y and the class swaps for ``swap``."""
+        objective = self.cfg.decomposition.objective
+        if objective == "neutral":
             return x_hat_y, y
+        if objective == "swap":
+            return torch.cat([x_hat_y, swap[0]]), torch.cat([y, swap[1]])
         return torch.cat([x_hat_y, x_hat_alt]), torch.cat([y, y_alt])
 
-    def _class_term(self, logits, y, y_alt) -> torch.Tensor:
+    def _class_term(self, logits, y, y_alt, swap=None) -> torch.Tensor:
         """Eq. 6 for ``paper``; for ``neutral`` (definition 1) x_hat^y~, without psi_1, is pushed to the
-        classifier's uniform distribution instead of to the class y~."""
+        classifier's uniform distribution instead of to the class y~; ``swap`` adds the class swaps'
+        cross-entropy toward their partner's class."""
         batch = len(y)
-        if self.cfg.decomposition.objective == "neutral":
-            return F.cross_entropy(logits[:batch], y) + losses.uniform_kl(logits[batch:])
-        return losses.class_fake_loss(logits[:batch], y, logits[batch:], y_alt)
+        objective = self.cfg.decomposition.objective
+        if objective == "paper":
+            return losses.class_fake_loss(logits[:batch], y, logits[batch:], y_alt)
+        term = F.cross_entropy(logits[:batch], y) + losses.uniform_kl(logits[batch:2 * batch])
+        if objective == "swap" and len(swap[1]):
+            term = term + F.cross_entropy(logits[2 * batch:], swap[1])
+        return term
 
-    def _generator_terms(self, x, y, y_alt, branches, features, x_hat_y, x_hat_alt) -> dict[str, torch.Tensor]:
+    def _generator_terms(self, x, y, y_alt, branches, features, x_hat_y, x_hat_alt,
+                         swap=None) -> dict[str, torch.Tensor]:
         d = self.cfg.decomposition
         batch = len(x)
-        both = torch.cat([x_hat_y, x_hat_alt])
-        classifier_logits = self.classifier(both)
-        fakes, fake_labels = (x_hat_y, y) if d.objective == "neutral" else (both, torch.cat([y, y_alt]))
+        classifier_logits = self.classifier(torch.cat([x_hat_y, x_hat_alt, *([swap[0]] if swap else [])]))
+        fakes, fake_labels = self._critic_inputs(y, y_alt, x_hat_y, x_hat_alt, swap)
         terms = {
             "adv": losses.adversarial_loss(losses.select_head(self.discriminator(fakes), fake_labels), real=True),
-            "cf": self._class_term(classifier_logits, y, y_alt),
+            "cf": self._class_term(classifier_logits, y, y_alt, swap),
             "rec": losses.reconstruction_loss(x, x_hat_y, x_hat_alt),
             "dr": losses.dis_rec_loss(x, x_hat_y, branches[:batch, 0]),
             "orth": losses.orthogonality_loss(features, self.generator.num_branches),
@@ -202,21 +231,25 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         x, y = batch["image"], batch["label"]
         batch_size = len(x)
         y_alt = alternative_labels(y, self.num_classes)
+        if d.objective == "swap":  # the alternative class is the swap partner's, where there is one
+            partner = swap_partners(y)
+            y_alt = torch.where(partner >= 0, y[partner.clamp_min(0)], y_alt)
         alpha = torch.rand(batch_size, self.generator.num_branches - 1, device=x.device)
         z = torch.randn(2 * batch_size, d.latent_dim, device=x.device)
         styles = self.mapping(z, torch.cat([y, y_alt]))
         branches, features = self.generator(torch.cat([x, x]), styles, return_features=True)
         x_hat_y, x_hat_alt = alpha_blend(branches[:batch_size], branches[batch_size:], alpha)
+        swap = class_swap(x_hat_alt, branches[:batch_size, 0], y, partner) if d.objective == "swap" else None
 
         self.toggle_optimizer(opt_d)
-        d_terms = self._discriminator_terms(x, y, *self._critic_inputs(y, y_alt, x_hat_y, x_hat_alt))
+        d_terms = self._discriminator_terms(x, y, *self._critic_inputs(y, y_alt, x_hat_y, x_hat_alt, swap))
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_terms["total"])
         opt_d.step()
         self.untoggle_optimizer(opt_d)
 
         self.toggle_optimizer(opt_g)
-        g_terms = self._generator_terms(x, y, y_alt, branches, features, x_hat_y, x_hat_alt)
+        g_terms = self._generator_terms(x, y, y_alt, branches, features, x_hat_y, x_hat_alt, swap)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_terms["total"])
         opt_g.step()
