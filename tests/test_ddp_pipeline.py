@@ -74,8 +74,8 @@ def test_full_pipeline_under_two_process_ddp(tmp_path):
     assert metrics["classifier"]["independent"][0]["training_images"] == 12
     assert 0 <= metrics["decomposition"]["transfer_true_prob"] <= 1
     assert set(metrics["evaluation"]["transfer"]) == set(metrics["evaluation"]["beta_auc"])
-    assert sorted(p.name for p in checkpoint_dir(run_dir, "masks").glob("*.safetensors")) == [
-        "mask_predictor.safetensors"]
+    weights = sorted(p.name for p in checkpoint_dir(run_dir, "masks").glob("*.safetensors"))
+    assert weights[0] == "mask_predictor.safetensors" and [name[:10] for name in weights[1:]] == ["reference_"]
     explainer = Explainer.from_bundle(run_dir)
     assert explainer.class_names == ["bright", "dark"]
     images = [np.asarray(Image.open(tree / "val" / name / "00.png"), dtype=np.float32) / 255 for name in ("bright",)]

@@ -134,7 +134,8 @@ def test_1_disk_full_during_training_is_a_sentence_and_the_rerun_resumes(tmp_pat
     real_resume = classifier_stage.resume_path
     monkeypatch.setattr(classifier_stage, "resume_path", lambda *a: resumed.append(real_resume(*a)) or resumed[-1])
     assert main(["--stage", "classifier", *overrides]) == 0
-    assert resumed == [str(last)] and checkpoint_step(last) == 8
+    assert resumed[0] == str(last) and checkpoint_step(last) == 8  # then the independent classifiers' fresh starts
+    assert resumed[1:] == [None] * (len(resumed) - 1)
     assert read_metrics(last.parents[2])["classifier"]["steps"] == 8
 
 

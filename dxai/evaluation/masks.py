@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -256,6 +257,7 @@ def compute_reference(cartoonx: CartoonX, images: torch.Tensor, settings: Protoc
 
 def _reference_worker(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings, path: str, key: str,
                       threads: int | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle; it ends this process
     if threads:
         torch.set_num_threads(threads)
     reference, other_seed = compute_reference(cartoonx, images, settings)
