@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--num-samples", type=int, default=64, help="L, noise samples per image and step")
-    parser.add_argument("--repeats", type=int, default=3, help="timed (step, bound) pairs per size")
+    parser.add_argument("--repeats", type=int, default=5, help="timed (step, bound) pairs per size")
     parser.add_argument("--batch", type=int, default=8, help="the larger batch whose throughput is measured")
     return parser.parse_args(argv)
 

@@ -5,24 +5,32 @@
 Each setting builds an Explainer from the configuration's networks with random weights (the
 cost does not depend on the weights) around a ResNet18 classifier, explains one batch of
 random images (parts + one-pass cartoon), and times captum's Integrated Gradients with 50
-steps on the same classifier and batch, in the same run.
+steps on the same classifier and batch, in the same run. ``parts`` gives each part of the
+explainer's path (classifier, generator, mask predictor, cartoon visualisation) and IG-50 in
+images/s, GFLOP per image (torch.utils.flop_counter; IG: 50 classifier forward + backward
+passes) and achieved GFLOP/s, each the median of ``--repeats`` timings after a warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import warnings
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from dxai.config import load_config
-from dxai.evaluation.speed import explainer_vs_integrated_gradients
+from dxai.evaluation.speed import IG_STEPS, explainer_vs_integrated_gradients
+from dxai.explain.baselines import make_baseline
 from dxai.inference import Explainer
 from dxai.models import build_generator, cartoonx_settings, predictor_settings
 from dxai.nets.classifier import build_classifier
+from dxai.nets.generator import decompose
 from dxai.nets.mask_predictor import MaskPredictor
 from dxai.normalization import Normalization
+from dxai.timing import timed
 
 SETTINGS = {"synthetic": 16, "afhq": 4}  # data set -> batch size
 
@@ -38,21 +46,77 @@ def random_explainer(dataset: str, device: str) -> Explainer:
                      [str(k) for k in range(classes)], size, cartoonx_settings(cfg), device)
 
 
+def _gflops(action) -> float:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        action()
+    return counter.get_total_flops() / 1e9
+
+
+def _part(action, batch: int, gflops_per_image: float, repeats: int, device: torch.device) -> dict:
+    action()  # warm-up
+    seconds = statistics.median(timed(action, device)[1] for _ in range(repeats))
+    return {"images_per_s": round(batch / seconds, 3), "gflop_per_image": round(gflops_per_image, 3),
+            "gflop_per_s": round(gflops_per_image * batch / seconds, 2)}
+
+
+def part_costs(explainer: Explainer, images: torch.Tensor, repeats: int = 3,
+               ig_images_per_s: float | None = None) -> dict:
+    """Images/s, GFLOP per image and achieved GFLOP/s of each part of ``explain`` and of IG-50
+    (timed here unless ``ig_images_per_s`` is given, e.g. from ``explainer_vs_integrated_gradients``)."""
+    images = images.to(explainer.device)
+    batch, device = images.shape[0], explainer.device
+    x = explainer.normalization.normalize(images)
+    target = torch.zeros(batch, dtype=torch.long, device=device)
+    representation = explainer.cartoonx.representation(tuple(images.shape[-2:])).to(device)
+    with torch.no_grad():
+        masks = explainer.predictor(images, target)
+    parts = {"classifier": lambda: explainer.classifier(x),
+             "generator": lambda: decompose(explainer.generator, explainer.styles, x, target),
+             "mask_predictor": lambda: explainer.predictor(images, target),
+             "cartoon_visualisation": lambda: explainer.cartoonx.visualize(images, masks, representation)}
+    results = {}
+    with torch.no_grad():
+        for name, action in parts.items():
+            results[name] = _part(action, batch, _gflops(action) / batch, repeats, device)
+
+    def classifier_pass() -> None:
+        inputs = x[:1].detach().requires_grad_(True)
+        explainer.classifier(inputs)[:, 0].sum().backward(inputs=[inputs])
+
+    ig_gflops = IG_STEPS * _gflops(classifier_pass)
+    if ig_images_per_s is None:
+        ig = make_baseline("integrated_gradients", explainer.classifier, n_steps=IG_STEPS, batch_size=64,
+                           normalization=explainer.normalization)
+        results["integrated_gradients"] = _part(lambda: ig.attribute(images), batch, ig_gflops, repeats, device)
+    else:
+        results["integrated_gradients"] = {"images_per_s": round(ig_images_per_s, 3),
+                                           "gflop_per_image": round(ig_gflops, 3),
+                                           "gflop_per_s": round(ig_gflops * ig_images_per_s, 2)}
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dxai.bench infer", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     results = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                "threads": torch.get_num_threads(), "classifier": "resnet18"}
-    for dataset, batch_size in SETTINGS.items():
+    for dataset in args.settings:
+        batch_size = SETTINGS[dataset]
         explainer = random_explainer(dataset, args.device)
         images = torch.rand(batch_size, explainer.channels, explainer.img_size, explainer.img_size,
                             generator=torch.Generator().manual_seed(0))
-        results[f"{dataset}_{explainer.img_size}px"] = explainer_vs_integrated_gradients(explainer, images,
-                                                                                          args.repeats)
+        result = explainer_vs_integrated_gradients(explainer, images, args.repeats)
+        result["parts"] = parts = part_costs(explainer, images, args.repeats,
+                                             result["integrated_gradients_images_per_s"])
+        result["generator_gflop_per_s_over_classifier"] = round(
+            parts["generator"]["gflop_per_s"] / parts["classifier"]["gflop_per_s"], 3)
+        results[f"{dataset}_{explainer.img_size}px"] = result
     if args.json:
         print(json.dumps(results))
     else:

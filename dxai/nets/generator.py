@@ -8,6 +8,7 @@ psi_1, the sum of the others the class-agnostic part.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from dxai.errors import DXAIError
 from dxai.nets.blocks import AdainResBlk, ResBlk, adain_params, adain_resblk_branch, branch_conv, resblk_branch
 
 SKIPS = ("add", "concat")
+PER_BRANCH_TRAINING_MIN_SIZE = 128  # with gradients, smaller images run the grouped forward (faster backward)
 
 
 class GeneratorError(DXAIError):
@@ -98,9 +100,19 @@ class Generator(nn.Module):
         """Branches B x n x C x H x W; with ``return_features`` also the decoder blocks' outputs.
 
         Runs branch after branch, each a dense network on its block of the parameters; equal to
-        ``reference_forward`` up to float rounding.
+        ``reference_forward`` up to float rounding. On a CPU it runs on one thread. Training below
+        ``PER_BRANCH_TRAINING_MIN_SIZE`` px runs ``reference_forward``: there its backward is faster
+        (docs/experiments.md).
         """
+        if torch.is_grad_enabled() and self.img_size < PER_BRANCH_TRAINING_MIN_SIZE:
+            return self.reference_forward(x, style, return_features)
         self._check_input(x)
+        if x.device.type == "cpu" and torch.get_num_threads() > 1:
+            with _one_thread():
+                return self._per_branch_forward(x, style, return_features)
+        return self._per_branch_forward(x, style, return_features)
+
+    def _per_branch_forward(self, x: torch.Tensor, style: torch.Tensor, return_features: bool):
         styles = self._block_styles(style)
         n = self.num_branches
         params = [(adain_params(block.norm1, s), adain_params(block.norm2, s))
@@ -152,6 +164,18 @@ class Generator(nn.Module):
         branches = self.to_rgb(F.leaky_relu(h, 0.2))
         branches = branches.view(x.shape[0], self.num_branches, self.img_channels, *x.shape[-2:])
         return (branches, features) if return_features else branches
+
+
+@contextmanager
+def _one_thread():
+    """One intra-op thread: the per-branch forward's many small ops run 2-6x slower on two threads
+    of a shared 2-core CPU than on one (docs/experiments.md)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _concat_per_branch(a: torch.Tensor, b: torch.Tensor, num_branches: int) -> torch.Tensor:
