@@ -5,7 +5,8 @@ DXAI's parts and the mask predictor's come from the exported bundle (``<run>/mod
 ``dxai.inference.Explainer``), not from training code. On the first ``evaluation.num_images``
 validation images every method explains the classifier's predicted class and is scored by
 its beta-AUC (eq. 10), the mean class probabilities along beta (fig. 7), the classifier's top
-probability on its agnostic part (definition 1) and, on synthetic data, its agreement with the
+probability on its agnostic part (definition 1), the independent classifiers' reading of that part
+(transfer neutrality, ``dxai.measures.transfer``) and, on synthetic data, its agreement with the
 true class part and background. With ``evaluation.compare_classifier`` the parts are also
 judged by a second classifier (table 3). CartoonX, Pixel RDE, the mask predictor and random
 rankings get rate-distortion curves on ``evaluation.rd_images`` images (CartoonX paper, fig. 7).
