@@ -62,11 +62,13 @@ def alternative_labels(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 def swap_partners(labels: torch.Tensor) -> torch.Tensor:
     """Per sample, the index of the next sample (cyclically) of another class in the batch; -1 if none."""
     count = len(labels)
+    if count < 2:
+        return torch.full_like(labels, -1)
     index = torch.arange(count, device=labels.device)
     candidates = (index.view(-1, 1) + index[1:].view(1, -1)) % count  # B x (B - 1): i + 1, i + 2, ...
     differs = labels[candidates] != labels.view(-1, 1)
-    partner = candidates.gather(1, differs.int().argmax(1, keepdim=True)).view(-1) if count > 1 else index
-    return torch.where(differs.any(1), partner, -1) if count > 1 else torch.full_like(labels, -1)
+    partner = candidates.gather(1, differs.int().argmax(1, keepdim=True)).view(-1)
+    return torch.where(differs.any(1), partner, -1)
 
 
 def class_swap(x_hat_alt: torch.Tensor, distinct: torch.Tensor, labels: torch.Tensor,
