@@ -41,3 +41,33 @@ def test_forward_and_gradients_equal_the_grouped_reference(skip, per_block_style
     scale = max(float(g.abs().max()) for g in grads[0])
     for reference, fast in zip(grads[0], grads[1], strict=True):
         assert (fast - reference).abs().max() <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("skip", ["add", "concat"])
+@pytest.mark.parametrize("path", ["reference_forward", "forward"])
+def test_two_styles_per_image_share_one_encoder_pass(skip, path, monkeypatch):
+    """x with 2B styles equals [x, x] with the same styles, outputs and gradients (training's y, y~ pass)."""
+    generator = _generator(skip)
+    monkeypatch.setattr(generator_module, "PER_BRANCH_TRAINING_MIN_SIZE", 0)
+    x, style = torch.randn(2, 3, 16, 16), torch.randn(4, 8)
+    results = []
+    for images in (lambda inputs: torch.cat([inputs, inputs]), lambda inputs: inputs):
+        generator.zero_grad()
+        inputs = x.clone().requires_grad_(True)
+        branches, features = getattr(generator, path)(images(inputs), style, return_features=True)
+        assert branches.shape[0] == 4 and all(f.shape[0] == 4 for f in features)
+        weights = [torch.randn_like(t, generator=torch.Generator().manual_seed(1)) for t in (branches, *features)]
+        sum((t * w).sum() for t, w in zip((branches, *features), weights)).backward()
+        results.append(([branches, *features], [inputs.grad] + [p.grad.clone() for p in generator.parameters()]))
+    (tiled_outputs, tiled_grads), (shared_outputs, shared_grads) = results
+    for tiled, shared in zip(tiled_outputs, shared_outputs, strict=True):
+        assert (shared - tiled).abs().max() <= 1e-5 * max(1.0, float(tiled.abs().max()))
+    scale = max(float(g.abs().max()) for g in tiled_grads)  # as above: zero-gradient biases get rounding noise
+    for tiled, shared in zip(tiled_grads, shared_grads, strict=True):
+        assert (shared - tiled).abs().max() <= 1e-5 * scale
+
+
+def test_styles_must_be_a_multiple_of_the_images():
+    generator = _generator("add")
+    with pytest.raises(generator_module.GeneratorError, match="k \\* B styles for B images"):
+        generator(torch.randn(2, 3, 16, 16), torch.randn(3, 8))

@@ -1,7 +1,9 @@
 """The DXAI generator: n style-transfer branches run as one network, and ``decompose``.
 
 Shapes: images B x C x H x W; style B x S (one style for every AdaIN block) or
-B x num_style_blocks x S; branches B x n x C x H x W. Branch 0 is the class-distinct part
+B x num_style_blocks x S; branches B x n x C x H x W. A style of k * B rows decodes every image
+under k styles from one encoder pass (row j * B + i: image i, style row j * B + i), as training
+does with the styles of y and y~. Branch 0 is the class-distinct part
 psi_1, the sum of the others the class-agnostic part.
 """
 
@@ -91,10 +93,15 @@ class Generator(nn.Module):
         raise GeneratorError(f"a style must be B x {self.style_dim} or B x {self.num_style_blocks} x "
                              f"{self.style_dim}, not {tuple(style.shape)}")
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor, style: torch.Tensor) -> int:
+        """How many styles each image is decoded under (style rows / image rows)."""
         if x.dim() != 4 or x.shape[1] != self.img_channels or x.shape[-2:] != (self.img_size, self.img_size):
             raise GeneratorError(f"the generator takes B x {self.img_channels} x {self.img_size} x "
                                  f"{self.img_size} images, not {tuple(x.shape)}")
+        if len(x) == 0 or len(style) % len(x):
+            raise GeneratorError(f"the generator takes k * B styles for B images, not {len(style)} styles "
+                                 f"for {len(x)} images")
+        return len(style) // len(x)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, return_features: bool = False):
         """Branches B x n x C x H x W; with ``return_features`` also the decoder blocks' outputs.
@@ -106,13 +113,13 @@ class Generator(nn.Module):
         """
         if torch.is_grad_enabled() and self.img_size < PER_BRANCH_TRAINING_MIN_SIZE:
             return self.reference_forward(x, style, return_features)
-        self._check_input(x)
         if x.device.type == "cpu" and torch.get_num_threads() > 1:
             with _one_thread():
                 return self._per_branch_forward(x, style, return_features)
         return self._per_branch_forward(x, style, return_features)
 
     def _per_branch_forward(self, x: torch.Tensor, style: torch.Tensor, return_features: bool):
+        styles_per_image = self._check_input(x, style)
         styles = self._block_styles(style)
         n = self.num_branches
         params = [(adain_params(block.norm1, s), adain_params(block.norm2, s))
@@ -127,6 +134,7 @@ class Generator(nn.Module):
                 h = resblk_branch(block, h, k, n)
                 if block.downsample and self.skip == "concat":
                     skips.append(h)
+            h, skips = _tile(h, styles_per_image), [_tile(skip, styles_per_image) for skip in skips]
             for index, (block, (params1, params2)) in enumerate(zip(self.decoder, params)):
                 if block.upsample and self.skip == "concat":
                     h = torch.cat([skips.pop(), h], dim=1)
@@ -143,7 +151,7 @@ class Generator(nn.Module):
 
     def reference_forward(self, x: torch.Tensor, style: torch.Tensor, return_features: bool = False):
         """``forward`` as the definition: all branches as one network of grouped convolutions."""
-        self._check_input(x)
+        styles_per_image = self._check_input(x, style)
         styles = self._block_styles(style)
         h = self.from_rgb(x)
         skips = []
@@ -153,6 +161,7 @@ class Generator(nn.Module):
             h = block(h)
             if block.downsample and self.skip == "concat":
                 skips.append(h)
+        h, skips = _tile(h, styles_per_image), [_tile(skip, styles_per_image) for skip in skips]
         features = []
         for block, block_style in zip(self.decoder, styles):
             if block.upsample and self.skip == "concat":
@@ -162,7 +171,7 @@ class Generator(nn.Module):
                 h = h + skips.pop()
             features.append(h)
         branches = self.to_rgb(F.leaky_relu(h, 0.2))
-        branches = branches.view(x.shape[0], self.num_branches, self.img_channels, *x.shape[-2:])
+        branches = branches.view(len(style), self.num_branches, self.img_channels, *x.shape[-2:])
         return (branches, features) if return_features else branches
 
 
@@ -176,6 +185,11 @@ def _one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _tile(h: torch.Tensor, times: int) -> torch.Tensor:
+    """The encoder's output for ``times`` styles per image: [h, h, ...] along the batch."""
+    return h if times == 1 else h.repeat(times, *([1] * (h.dim() - 1)))
 
 
 def _concat_per_branch(a: torch.Tensor, b: torch.Tensor, num_branches: int) -> torch.Tensor:

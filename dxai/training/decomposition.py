@@ -1,7 +1,7 @@
 """Decomposition stage: train the DXAI generator, mapping network and discriminator (eq. 5, 14).
 
 One iteration, for a batch of real x of class y: draw y~ != y and alpha ~ U[0, 1]^(n-1) per
-sample, run the generator once on 2B inputs (styles of y and y~), zero the distinct branch of
+sample, run the generator once on the B images with 2B styles (y and y~, one encoder pass), zero the distinct branch of
 the y~ pass, alpha-blend the agnostic branches into x_hat^y and x_hat^y~, update the
 discriminator, then the generator and mapping network, then their EMA copies.
 
@@ -239,7 +239,7 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         alpha = torch.rand(batch_size, self.generator.num_branches - 1, device=x.device)
         z = torch.randn(2 * batch_size, d.latent_dim, device=x.device)
         styles = self.mapping(z, torch.cat([y, y_alt]))
-        branches, features = self.generator(torch.cat([x, x]), styles, return_features=True)
+        branches, features = self.generator(x, styles, return_features=True)  # one encoder pass, two styles
         x_hat_y, x_hat_alt = alpha_blend(branches[:batch_size], branches[batch_size:], alpha)
         swap = class_swap(x_hat_alt, branches[:batch_size, 0], y, partner) if d.objective == "swap" else None
 

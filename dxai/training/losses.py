@@ -76,13 +76,19 @@ def orthogonality_loss(features: list[torch.Tensor], num_branches: int) -> torch
 
     Each feature map is B x (n * C) x H x W with branch k in channels [k C, (k + 1) C). Per
     sample, every branch's features form one vector; the n x n correlation matrix R of these
-    vectors enters as sum_{i != j} R_ij^2 = ||R - I||^2, averaged over the batch.
+    vectors enters as sum_{i != j} R_ij^2 = ||R - I||^2, averaged over the batch. R comes from
+    the Gram matrix and the means (centring and normalising the n x n matrix, not the vectors):
+    one pass over the features instead of several.
     """
     total = features[0].new_zeros(())
     for feature in features:
-        vectors = feature.flatten(1).view(feature.shape[0], num_branches, -1).float()
-        vectors = F.normalize(vectors - vectors.mean(2, keepdim=True), dim=2, eps=1e-8)
-        corr = vectors @ vectors.transpose(1, 2)
-        eye = torch.eye(num_branches, device=corr.device, dtype=corr.dtype)
-        total = total + ((corr - eye) * (1 - eye)).pow(2).sum((1, 2)).mean()
+        vectors = feature.reshape(feature.shape[0], num_branches, -1).float()
+        size = vectors.shape[2]
+        mean = vectors.mean(2).double()
+        gram = (vectors @ vectors.transpose(1, 2)).double()
+        cov = gram - size * mean.unsqueeze(2) * mean.unsqueeze(1)
+        norm = cov.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().clamp_min(1e-8)
+        corr = cov / (norm.unsqueeze(2) * norm.unsqueeze(1))
+        off_diagonal = 1 - torch.eye(num_branches, device=corr.device, dtype=corr.dtype)
+        total = total + (corr * off_diagonal).pow(2).sum((1, 2)).mean().to(total.dtype)
     return total
