@@ -157,7 +157,7 @@ class MasksConfig:
     eval_refine_every: int = 5           # the same for the steps to reference (each image until it reaches it)
     eval_refine_curve_every: int = 25    # steps between measured points of the refinement mean curves (all images)
     eval_seed: int = 0
-    eval_reference_background: bool = True  # compute the (cached) reference in a second process while training (CPU)
+    eval_reference_background: bool = True  # reference and control in a second process, from the classifier on (CPU)
     start_l1_weight: float | None = 0.2  # start selection of the refinement: distortion + this * l1 (None: off)
     start_samples: int = 8               # noise draws per image that score the start candidates
 

@@ -132,6 +132,17 @@ def _run_stage(module, name: str, cfg: Config, run_dir: Path):
         raise stop.fill(name) from None
 
 
+def start_early_work(names: list[str], cfg: Config, run_dir: Path) -> None:
+    """Let the stages ``names`` start, in background processes, the work that needs only what earlier
+    stages made (a stage module's optional ``start_early``), so that it runs beside the next stage."""
+    if rank_zero_only.rank != 0:
+        return
+    for name in names:
+        start = getattr(stage_module(name), "start_early", None)
+        if start is not None:
+            start(cfg, run_dir)
+
+
 def run_pipeline(cfg: Config, stage: str = "all", log_file: bool = False) -> Path:
     """Run one stage (always) or all of them (skipping those already done); return the run folder.
     ``log_file``: also write the log to ``<run>/train.log``."""
@@ -156,6 +167,7 @@ def run_pipeline(cfg: Config, stage: str = "all", log_file: bool = False) -> Pat
         if stage == "all" and module.is_done(cfg, run_dir):
             log.info("stage %s: already done in %s, skipped", name, run_dir)
             continue
+        start_early_work(names[names.index(name):], cfg, run_dir)
         log.info("stage %s: starting", name)
         started = time.perf_counter()
         results = _run_stage(module, name, cfg, run_dir)

@@ -9,6 +9,7 @@ from dxai.models import build_mask_predictor
 from dxai.pipeline import run_pipeline
 from dxai.run_folder import RunFolderError, load_mask_predictor, predictor_path, save_weights
 from dxai.stages import STAGES
+from dxai.stages import masks as masks_stage
 from dxai.stages.masks import is_done
 from dxai.training.masks import ramped_lam
 from dxai.wavelets import mask_shapes
@@ -39,6 +40,7 @@ def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_override
     assert masks["curves"]["reference"]["steps"] == [0, 2, 4, 6]
     assert masks["curves"]["reference, seed 1"]["steps"] == [0, 6]
     assert masks["curves"]["refined from the predictor"]["steps"] == [0, 2, 4]
+    assert masks["curves"]["control: refined from all-ones"]["steps"] == [0, 2, 4]  # from the reference's cache
     assert masks["one_pass_loss_ratio"] == pytest.approx(masks["one_pass_loss"] / masks["reference_final_loss"])
     assert 0 <= masks["steps_to_reference_median"] <= 4 and 0 <= masks["fraction_within_200"] <= 1
     assert masks["one_pass_ms_per_image"] > 0 and masks["reference_s_per_image"] > 0
@@ -73,3 +75,24 @@ def test_loading_a_predictor_of_other_settings_is_a_clear_error(tiny_overrides):
 def test_lam_ramps_up_from_zero_then_stays():
     assert [ramped_lam(step, 10, 20.0) for step in (0, 5, 10, 50)] == [0.0, 10.0, 20.0, 20.0]
     assert ramped_lam(0, 0, 20.0) == 20.0
+
+
+def test_the_reference_starts_early_and_the_stage_takes_it_over(tiny_overrides):
+    """What the pipeline does before the decomposition stage: once the classifier exists, the masks
+    stage's reference (and control) runs in a background process, which the stage then waits for
+    instead of starting its own."""
+    cfg = load_config("synthetic", tiny_overrides + TINY_MASKS)
+    masks_stage.start_early(cfg, cfg.run_dir)
+    assert not masks_stage._EARLY  # no classifier yet: nothing to start
+    run_dir = run_pipeline(cfg, "classifier")
+    masks_stage.start_early(cfg, run_dir)
+    masks_stage.start_early(cfg, run_dir)  # called before every later stage: still one process
+    assert len(masks_stage._EARLY) == 1
+    (early,) = masks_stage._EARLY.values()
+    early.join()
+    assert early.exitcode == 0
+    run_pipeline(cfg, "masks")
+    assert not masks_stage._EARLY
+    masks = json.loads((run_dir / "report" / "metrics.json").read_text())["masks"]
+    assert masks["reference_source"] == "background process"
+    assert len(list((run_dir / "checkpoints" / "masks").glob("reference_*.safetensors"))) == 1

@@ -103,18 +103,21 @@ def test_watched_steps_to_reference_equal_those_of_a_fully_measured_curve(traine
 def test_the_reference_is_cached_reused_and_keyed_by_the_classifier_weights(trained_classifier, shapes_batch,
                                                                             single_thread, tmp_path, monkeypatch):
     images, cartoonx, _, _ = _protocol_pieces(trained_classifier, shapes_batch, count=2)
-    settings = ProtocolSettings(reference_steps=4, num_samples=2, bank_samples=4, reference_every=2)
+    settings = ProtocolSettings(reference_steps=4, num_samples=2, bank_samples=4, reference_every=2, refine_steps=6,
+                                refine_every=2, refine_curve_every=3)
     calls = []
     compute = masks_protocol.compute_reference
     monkeypatch.setattr(masks_protocol, "compute_reference", lambda *args: calls.append(1) or compute(*args))
-    first, first_other, cached = reference_curves(cartoonx, images, settings, tmp_path)
+    first, first_other, first_control, cached = reference_curves(cartoonx, images, settings, tmp_path)
     assert not cached and len(calls) == 1 and len(list(tmp_path.glob("reference_*.safetensors"))) == 1
-    second, second_other, cached = reference_curves(cartoonx, images, settings, tmp_path)
+    second, second_other, second_control, cached = reference_curves(cartoonx, images, settings, tmp_path)
     assert cached and len(calls) == 1  # the second evaluation does not optimise the reference again
     assert second.steps == first.steps == [0, 2, 4] and second_other.steps == first_other.steps == [0, 4]
-    torch.testing.assert_close(second.loss, first.loss, rtol=0, atol=0)
-    torch.testing.assert_close(second_other.loss, first_other.loss, rtol=0, atol=0)
-    assert second.seconds == first.seconds
+    assert second_control.steps == first_control.steps and first_control.steps[-1] == settings.refine_steps
+    assert second_control.reached == first_control.reached and len(first_control.reached) == len(images)
+    for a, b in ((second, first), (second_other, first_other), (second_control, first_control)):
+        torch.testing.assert_close(a.loss, b.loss, rtol=0, atol=0)
+    assert second.seconds == first.seconds and second_control.seconds == first_control.seconds
     for a, b in zip(second.masks, first.masks, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -123,6 +126,9 @@ def test_the_reference_is_cached_reused_and_keyed_by_the_classifier_weights(trai
     assert reference_key(cartoonx, images, ProtocolSettings(reference_steps=5, num_samples=2, bank_samples=4,
                                                             reference_every=2)) != key
     assert reference_key(cartoonx, images.flip(-1), settings) != key
+    assert reference_key(cartoonx, images, ProtocolSettings(reference_steps=4, num_samples=2, bank_samples=4,
+                                                            reference_every=2, refine_steps=7, refine_every=2,
+                                                            refine_curve_every=3)) != key
     changed = copy.deepcopy(trained_classifier)
     with torch.no_grad():
         next(changed.parameters()).view(-1)[0] += 1e-3

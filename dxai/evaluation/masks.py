@@ -9,12 +9,12 @@ The protocol, on ``images`` validation images (the images of each optimisation b
   optimisation of 2B masks); its final loss per image (seed 0) is the level to reach, the other
   seed gives its spread. It depends on the classifier, the images and these settings only: it is
   cached (``reference_curves``, keyed by a hash of all three) and can run in a background
-  process while the predictor trains (``start_reference``);
+  process before the evaluation (``start_reference``);
 - **refined**: dxai's refinement (``CartoonX.refine_schedule``) from the start that
   ``CartoonX.select_start`` picks per image (the predictor's mask, its blend with all-ones, or
   all-ones), as ``init="predictor"`` does for users;
-- **control**: the same refinement from all-ones, which separates the start from the optimiser
-  (refined and control run as one optimisation of 2B masks);
+- **control**: the same refinement from all-ones, which separates the start from the optimiser;
+  it does not depend on the predictor either, so it is computed and cached with the reference;
 - **one pass**: the predictor's mask alone.
 
 For every method and image, the first step, among step 0, every ``refine_every`` steps and the
@@ -57,7 +57,7 @@ from dxai.wavelets import Bands, ones_mask  # noqa: E402
 STEPS_PLOT, SECONDS_PLOT = "masks_loss_vs_steps.png", "masks_loss_vs_seconds.png"
 BANK_SEED_OFFSET = 1_000_003  # keeps the bank's draws apart from every optimisation's
 SAMPLES_PER_CALL = 1024       # obfuscations per classifier call in the evaluation (speed, not results)
-CACHE_VERSION = 1             # of the reference cache's contents: a change recomputes every cached reference
+CACHE_VERSION = 2             # of the reference cache's contents: a change recomputes every cached reference
 LOSS_AT = 200                 # the step of refined_loss_ratio_at_200
 
 
@@ -179,10 +179,20 @@ def optimisation_curve(cartoonx: CartoonX, images: torch.Tensor, representation,
                                steps, bank, description=description)[0]
 
 
+def refine_schedule(cartoonx: CartoonX, settings: ProtocolSettings) -> Schedule:
+    """The refined and control runs' schedule: CartoonX's refinement schedule (else the paper's
+    constant lr), with L = ``settings.num_samples`` unless the schedule sets its own."""
+    refine = cartoonx.refine_schedule or Schedule(cartoonx.lr)
+    return Schedule(refine.lr, refine.final_lr_fraction, refine.num_samples or settings.num_samples)
+
+
 def _reference_protocol(cartoonx: CartoonX, representation, settings: ProtocolSettings, device) -> dict:
     s = settings
+    control = refine_schedule(cartoonx, settings)
     return {"version": CACHE_VERSION, "reference_steps": s.reference_steps, "num_samples": s.num_samples,
             "bank_samples": s.bank_samples, "reference_every": s.reference_every, "seed": s.seed,
+            "refine_steps": s.refine_steps, "refine_every": s.refine_every, "refine_curve_every": s.refine_curve_every,
+            "control_schedule": [control.lr, control.final_lr_fraction, control.num_samples], "loss_at": LOSS_AT,
             "bank_seed_offset": BANK_SEED_OFFSET, "lam": cartoonx.lam, "lr": cartoonx.lr,
             "distortion": cartoonx.distortion, "levels": representation.levels, "wavelet": representation.wavelet,
             "mode": getattr(representation, "mode", cartoonx.mode), "device": torch.device(device).type}
@@ -194,7 +204,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
 
 def reference_key(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings) -> str:
     """What the reference curves depend on, hashed: the classifier's state dict (names, dtypes,
-    shapes, bytes), the images and the protocol's settings of the reference and the bank."""
+    shapes, bytes), the images and the protocol's settings of the reference, the control and the bank."""
     representation = cartoonx.representation(tuple(images.shape[-2:]))
     digest = hashlib.sha256()
     for name, tensor in sorted(cartoonx.classifier.state_dict().items()):
@@ -211,18 +221,22 @@ def reference_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / f"reference_{key[:16]}.safetensors"
 
 
-def save_reference(path: Path, key: str, reference: Curve, other_seed: Curve) -> None:
-    """Both reference curves and the seed-0 final masks, written atomically."""
-    tensors = {"reference.loss": reference.loss.contiguous(), "other_seed.loss": other_seed.loss.contiguous(),
+CACHED_CURVES = ("reference", "other_seed", "control")
+
+
+def save_reference(path: Path, key: str, reference: Curve, other_seed: Curve, control: Curve) -> None:
+    """The reference curves, the seed-0 final masks and the control curve, written atomically."""
+    curves = dict(zip(CACHED_CURVES, (reference, other_seed, control), strict=True))
+    tensors = {**{f"{name}.loss": curve.loss.contiguous() for name, curve in curves.items()},
                **{f"reference.mask.{i}": band.detach().cpu().contiguous() for i, band in enumerate(reference.masks)}}
-    metadata = {"key": key, "reference.steps": json.dumps(reference.steps),
-                "reference.seconds": repr(reference.seconds),
-                "other_seed.steps": json.dumps(other_seed.steps), "other_seed.seconds": repr(other_seed.seconds)}
+    metadata = {"key": key, "control.reached": json.dumps(control.reached)}
+    for name, curve in curves.items():
+        metadata.update({f"{name}.steps": json.dumps(curve.steps), f"{name}.seconds": repr(curve.seconds)})
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
-def load_reference(path: Path, key: str, device) -> tuple[Curve, Curve] | None:
-    """The cached reference curves of ``key``, or None (no file, another key, an unreadable file)."""
+def load_reference(path: Path, key: str, device) -> tuple[Curve, Curve, Curve] | None:
+    """The cached reference and control curves of ``key``, or None (no file, another key, an unreadable file)."""
     try:
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
@@ -233,15 +247,18 @@ def load_reference(path: Path, key: str, device) -> tuple[Curve, Curve] | None:
                        if name.startswith("reference.mask."))
         masks = [tensor.to(device) for _, tensor in bands]
         curves = [Curve(json.loads(metadata[f"{name}.steps"]), tensors[f"{name}.loss"], masks if name == "reference"
-                        else [], float(metadata[f"{name}.seconds"])) for name in ("reference", "other_seed")]
+                        else [], float(metadata[f"{name}.seconds"])) for name in CACHED_CURVES]
+        curves[2].reached = json.loads(metadata["control.reached"])
     except (OSError, KeyError, ValueError, RuntimeError, json.JSONDecodeError):
         return None
-    return curves[0], curves[1]
+    return curves[0], curves[1], curves[2]
 
 
-def compute_reference(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings) -> tuple[Curve, Curve]:
+def compute_reference(cartoonx: CartoonX, images: torch.Tensor,
+                      settings: ProtocolSettings) -> tuple[Curve, Curve, Curve]:
     """The reference from all-ones at the paper's constant lr, seeds ``seed`` and ``seed + B``, as one
-    optimisation of 2B masks; seed 0 is scored every ``reference_every`` steps, seed 1 at the end."""
+    optimisation of 2B masks (seed 0 scored every ``reference_every`` steps, seed 1 at the end); then
+    the control: the refinement schedule from all-ones, watched for the reference's final loss."""
     s = settings
     representation = cartoonx.representation(tuple(images.shape[-2:])).to(images.device, images.dtype)
     ones = ones_mask(representation.mask_shapes(tuple(images.shape[-2:])), len(images), images.device, images.dtype)
@@ -252,7 +269,10 @@ def compute_reference(cartoonx: CartoonX, images: torch.Tensor, settings: Protoc
             cartoonx, images, representation, target,
             [Start(ones, s.seed, s.reference_every), Start(ones, s.seed + len(images), s.reference_steps)],
             Schedule(cartoonx.lr, num_samples=s.num_samples), s.reference_steps, bank, description="reference")
-    return reference, other_seed
+        control = optimisation_curves(
+            cartoonx, images, representation, target, [Start(ones, s.seed, s.refine_curve_every, reference.loss[-1])],
+            refine_schedule(cartoonx, s), s.refine_steps, bank, s.refine_every, (LOSS_AT,), "control")[0]
+    return reference, other_seed, control
 
 
 def _reference_worker(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings, path: str, key: str,
@@ -260,8 +280,7 @@ def _reference_worker(cartoonx: CartoonX, images: torch.Tensor, settings: Protoc
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle; it ends this process
     if threads:
         torch.set_num_threads(threads)
-    reference, other_seed = compute_reference(cartoonx, images, settings)
-    save_reference(Path(path), key, reference, other_seed)
+    save_reference(Path(path), key, *compute_reference(cartoonx, images, settings))
 
 
 def start_reference(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings, cache_dir: Path,
@@ -281,9 +300,9 @@ def start_reference(cartoonx: CartoonX, images: torch.Tensor, settings: Protocol
 
 
 def reference_curves(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings,
-                     cache_dir: Path | None) -> tuple[Curve, Curve, bool]:
-    """The two reference curves from the cache of ``cache_dir`` when its key matches, else computed
-    (and cached); the flag says whether they came from the cache."""
+                     cache_dir: Path | None) -> tuple[Curve, Curve, Curve, bool]:
+    """The reference curves (seeds 0 and 1) and the control from the cache of ``cache_dir`` when its
+    key matches, else computed (and cached); the flag says whether they came from the cache."""
     if cache_dir is None:
         return *compute_reference(cartoonx, images, settings), False
     key = reference_key(cartoonx, images, settings)
@@ -291,9 +310,9 @@ def reference_curves(cartoonx: CartoonX, images: torch.Tensor, settings: Protoco
     cached = load_reference(path, key, images.device)
     if cached is not None:
         return *cached, True
-    reference, other_seed = compute_reference(cartoonx, images, settings)
-    save_reference(path, key, reference, other_seed)
-    return reference, other_seed, False
+    curves = compute_reference(cartoonx, images, settings)
+    save_reference(path, key, *curves)
+    return *curves, False
 
 
 def steps_to_reach(steps: list[int], loss: torch.Tensor, level: torch.Tensor) -> list[int | None]:
@@ -350,11 +369,8 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     representation = cartoonx.representation(tuple(images.shape[-2:])).to(images.device, images.dtype)
-    shapes = representation.mask_shapes(tuple(images.shape[-2:]))
     paper = Schedule(cartoonx.lr, num_samples=settings.num_samples)
-    refine = cartoonx.refine_schedule or paper
-    refine = Schedule(refine.lr, refine.final_lr_fraction, refine.num_samples or settings.num_samples)
-    ones = ones_mask(shapes, len(images), images.device, images.dtype)
+    refine = refine_schedule(cartoonx, settings)
     s = settings
     with evaluation_mode(cartoonx.classifier):
         target = cartoonx.classifier(images).argmax(1)
@@ -369,17 +385,16 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
         waited = reference_process is not None
         if waited:
             reference_process.join()
-        reference, other_seed, cached = reference_curves(cartoonx, images, settings, cache_dir)
+        reference, other_seed, control, cached = reference_curves(cartoonx, images, settings, cache_dir)
         source = ("background process" if waited else "cache") if cached else "computed here"
         timings["reference (waited for)" if waited else "reference"] = time.perf_counter() - clock
         clock = time.perf_counter()
         level = reference.loss[-1]
-        refined, control = optimisation_curves(
-            cartoonx, images, representation, target,
-            [Start(start_masks, s.seed, s.refine_curve_every, level), Start(ones, s.seed, s.refine_curve_every, level)],
-            refine, s.refine_steps, bank, s.refine_every, (LOSS_AT,), "refined and control")
-        timings["refined and control"] = time.perf_counter() - clock
-        timings["refined and control, optimisation only"] = refined.seconds + control.seconds
+        refined = optimisation_curves(
+            cartoonx, images, representation, target, [Start(start_masks, s.seed, s.refine_curve_every, level)],
+            refine, s.refine_steps, bank, s.refine_every, (LOSS_AT,), "refined")[0]
+        timings["refined"] = time.perf_counter() - clock
+        timings["refined, optimisation only"] = refined.seconds
     runs = {"reference": reference, "reference, seed 1": other_seed, "refined from the predictor": refined,
             "control: refined from all-ones": control}
     reference_loss = float(level.mean())

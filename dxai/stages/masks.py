@@ -3,8 +3,10 @@
 The results are ``<run>/checkpoints/masks/mask_predictor.safetensors`` (read it back with
 ``dxai.run_folder.load_mask_predictor``), the ``masks`` section of metrics.json, the
 loss-curve plots of ``dxai.evaluation.masks`` and its per-image table ``report/masks.md``. The
-evaluation's reference is cached in ``checkpoints/masks/reference_<key>.safetensors`` (computed,
-on a CPU, by a second process while the predictor trains); a rerun of the stage reads it.
+evaluation's reference and control are cached in ``checkpoints/masks/reference_<key>.safetensors``;
+on a single CPU process a second process computes them, started by the pipeline as soon as the
+classifier exists (``start_early``: beside the decomposition stage, on the core it leaves idle) or
+else when this stage starts; a rerun of the stage reads the cache.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from torch import nn
 from dxai.config import Config
 from dxai.data.batches import first_images
 from dxai.data.datamodule import DXAIDataModule
-from dxai.evaluation.masks import ProtocolSettings, evaluate_mask_predictor, per_image_markdown, start_reference
+from dxai.evaluation.masks import (
+    ProtocolSettings,
+    evaluate_mask_predictor,
+    per_image_markdown,
+    reference_key,
+    start_reference,
+)
 from dxai.io import atomic_write_text, read_metrics, update_metrics
 from dxai.models import build_cartoonx
 from dxai.normalization import Normalization
@@ -32,10 +40,11 @@ from dxai.run_folder import (
     resume_path,
     save_weights,
 )
-from dxai.training.common import log_image_panel, make_trainer
+from dxai.training.common import log_image_panel, make_trainer, single_cpu_process
 from dxai.training.masks import STAGE, MaskModule
 
 MASKS_REPORT = "masks.md"  # the masks stage's per-image table (report.md repeats it)
+_EARLY: dict[str, object] = {}  # reference key -> the background process ``start_early`` started
 
 
 def distill_targets(cfg: Config, classifier: nn.Module, dataset, run_dir: Path) -> dict[str, torch.Tensor]:
@@ -77,7 +86,8 @@ def run(cfg: Config, run_dir: Path) -> dict:
     trainer = make_trainer(cfg, run_dir, STAGE, max_steps=m.max_steps,
                            val_every_steps=min(m.image_every_steps, m.max_steps) or None)
     data.check_batch_size(trainer.world_size)  # before any training: a full batch on every process
-    reference = background_reference(cfg, trainer, classifier, data.val_set, run_dir)
+    reference = (background_reference(cfg, classifier, data.val_set, run_dir)
+                 if trainer.world_size == 1 and trainer.strategy.root_device.type == "cpu" else None)
     try:
         trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=resume_path(run_dir, STAGE))
     except BaseException:
@@ -99,17 +109,42 @@ def eval_images(cfg: Config, val_set, device) -> torch.Tensor:
     return first_images(val_set, cfg.masks.eval_images, Normalization.symmetric(cfg.data.img_channels)).to(device)
 
 
-def background_reference(cfg: Config, trainer: pl.Trainer, classifier: nn.Module, val_set, run_dir: Path):
-    """The evaluation's reference (it needs only the classifier and the images) computed into its
-    cache by a second process while the predictor trains: on a single CPU process with
-    ``masks.eval_reference_background``, unless already cached. Returns the process or None."""
-    if not (cfg.masks.eval_reference_background and trainer.world_size == 1
-            and trainer.strategy.root_device.type == "cpu"):
-        return None
+def _reference_job(cfg: Config, classifier: nn.Module, val_set) -> tuple:
+    """What the reference and control need (they need neither the predictor nor its training), and its cache key."""
     images = eval_images(cfg, val_set, "cpu")
     cartoonx = build_cartoonx(cfg, classifier, cfg.masks.eval_num_samples)
-    return start_reference(cartoonx, images, protocol_settings(cfg), checkpoint_dir(run_dir, STAGE),
-                           cfg.trainer.cpu_threads or 1)
+    settings = protocol_settings(cfg)
+    return cartoonx, images, settings, reference_key(cartoonx, images, settings)
+
+
+def _start_job(cfg: Config, run_dir: Path, cartoonx, images, settings):
+    return start_reference(cartoonx, images, settings, checkpoint_dir(run_dir, STAGE), cfg.trainer.cpu_threads or 1)
+
+
+def background_reference(cfg: Config, classifier: nn.Module, val_set, run_dir: Path):
+    """The evaluation's reference and control computed into their cache by a second process (with
+    ``masks.eval_reference_background``, unless cached): the one ``start_early`` started for the same
+    key, else a new one. Returns the process or None."""
+    if not cfg.masks.eval_reference_background:
+        return None
+    cartoonx, images, settings, key = _reference_job(cfg, classifier, val_set)
+    return _EARLY.pop(key, None) or _start_job(cfg, run_dir, cartoonx, images, settings)
+
+
+def start_early(cfg: Config, run_dir: Path) -> None:
+    """Start ``background_reference``'s process as soon as the classifier exists, so that it runs
+    beside the stages before this one (on a CPU the decomposition stage leaves a core idle with
+    ``trainer.cpu_threads`` 1); the pipeline calls this before every stage it runs."""
+    from dxai.stages import classifier as classifier_stage
+
+    if (_EARLY or not cfg.masks.eval_reference_background or not single_cpu_process(cfg.trainer)
+            or is_done(cfg, run_dir) or not classifier_stage.is_done(cfg, run_dir)):
+        return
+    data = DXAIDataModule(cfg.data, batch_size=cfg.masks.batch_size, stage=STAGE)
+    cartoonx, images, settings, key = _reference_job(cfg, load_classifier(cfg, run_dir), data.val_set)
+    process = _start_job(cfg, run_dir, cartoonx, images, settings)
+    if process is not None:
+        _EARLY[key] = process
 
 
 def evaluate(cfg: Config, trainer: pl.Trainer, classifier: nn.Module, predictor: nn.Module, val_set,

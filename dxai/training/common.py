@@ -25,7 +25,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from dxai import interrupts
-from dxai.config import Config
+from dxai.config import Config, TrainerConfig
 from dxai.errors import DXAIError
 from dxai.interrupts import StageInterrupted
 from dxai.io import atomic_write
@@ -292,6 +292,25 @@ class StageTrainer(pl.Trainer):
     def validate(self, *args, **kwargs):
         return self._run_interruptible(super().validate, *args, **kwargs)
 
+
+
+def process_count(trainer: TrainerConfig) -> int:
+    """How many training processes the Trainer settings make (devices x nodes)."""
+    devices = parse_devices(trainer.devices)
+    if isinstance(devices, list):
+        count = len(devices)
+    elif isinstance(devices, int) and devices > 0:
+        count = devices
+    else:
+        uses_gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        count = torch.cuda.device_count() if uses_gpu else 1
+    return count * trainer.num_nodes
+
+
+def single_cpu_process(trainer: TrainerConfig) -> bool:
+    """Whether the Trainer settings make one process on a CPU."""
+    on_cpu = trainer.accelerator == "cpu" or (trainer.accelerator == "auto" and not torch.cuda.is_available())
+    return on_cpu and process_count(trainer) == 1
 
 def make_trainer(cfg: Config, run_dir: Path, stage: str, max_steps: int, val_every_steps: int | None,
                  steps_per_batch: int = 1) -> pl.Trainer:

@@ -43,7 +43,7 @@ from dxai.nets.mapping import class_styles
 from dxai.normalization import Normalization
 from dxai.run_folder import resume_path
 from dxai.training import losses
-from dxai.training.common import FrozenClassifier, log_image_panel, parse_devices
+from dxai.training.common import FrozenClassifier, log_image_panel, process_count
 
 STAGE = "decomposition"
 OPTIMIZER_STEPS_PER_ITERATION = 2
@@ -425,18 +425,6 @@ def gan_strategy(trainer: TrainerConfig) -> str:
     strategy = trainer.strategy
     if strategy.startswith("ddp") and "find_unused_parameters" not in strategy:
         return f"{strategy}_find_unused_parameters_true"
-    if strategy == "auto" and _process_count(trainer) > 1:
+    if strategy == "auto" and process_count(trainer) > 1:
         return "ddp_find_unused_parameters_true"
     return strategy
-
-
-def _process_count(trainer: TrainerConfig) -> int:
-    devices = parse_devices(trainer.devices)
-    if isinstance(devices, list):
-        count = len(devices)
-    elif isinstance(devices, int) and devices > 0:
-        count = devices
-    else:
-        uses_gpu = trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        count = torch.cuda.device_count() if uses_gpu else 1
-    return count * trainer.num_nodes
