@@ -109,6 +109,7 @@ class DecompositionConfig:
     lambda_dr: float = 4.0
     lambda_orth: float = 1.0
     lambda_r1: float = 1.0               # R1 penalty of the discriminator step (StarGAN-v2)
+    r1_every: int = 1                    # lazy R1 (StyleGAN2): every n-th iteration, n times the weight
     max_steps: int = 3000
     val_every_steps: int = 500
     image_every_steps: int = 250
@@ -147,6 +148,7 @@ class MasksConfig:
     distill: bool = False                # also fit CartoonX masks optimised on a cached training subset
     distill_images: int = 64
     distill_steps: int = 2000
+    distill_schedule: str = "paper"      # targets from all-ones: paper (the reference's) | refine (the control's)
     distill_weight: float = 10.0
     eval_images: int = 64                # validation images of the evaluation protocol, one CartoonX call each
     eval_reference_steps: int = 2000     # the reference: CartoonX from all-ones at cartoonx.lr (the paper's setting)
@@ -477,6 +479,7 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         at_least("decomposition.batch_size", m.batch_size, 1, optional=True)
         at_least("decomposition.val_every_steps", m.val_every_steps, 1)
         at_least("decomposition.image_every_steps", m.image_every_steps, 1)
+        at_least("decomposition.r1_every", m.r1_every, 1)
     if any(runs(name) for name in GENERATOR_STAGES):
         at_least("decomposition.num_branches", m.num_branches, 2)
         at_least("decomposition.num_downsample", m.num_downsample, 1)

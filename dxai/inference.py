@@ -21,6 +21,7 @@ from torch import nn
 from dxai.bundle import BundleError, find_bundle, load_weights, read_manifest
 from dxai.errors import DXAIError
 from dxai.explain.cartoonx import CartoonX
+from dxai.explain.cpu_split import split_over_cores
 from dxai.explain.inputs import Target, check_images, resolve_target
 from dxai.explanation import Explanation
 from dxai.nets.classifier import build_classifier
@@ -106,6 +107,14 @@ class Explainer:
         return cls(classifier, generator, styles, predictor, normalization, manifest["class_names"], size,
                    manifest["cartoonx"], device)
 
+    def branches(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The generator's branches (B, n, C, H, W) of normalised images under their targets' styles."""
+        return split_over_cores(lambda chunk, labels: decompose(self.generator, self.styles, chunk, labels), x, target)
+
+    def predicted_masks(self, images: torch.Tensor, target: torch.Tensor):
+        """The mask predictor's one-pass wavelet masks (bands) of images in [0, 1]."""
+        return split_over_cores(self.predictor, images, target)
+
     def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         """psi_distinct (B, C, H, W, in the classifier's input domain) of ``images`` in [0, 1]."""
         return self.explain(images, target).distinct
@@ -132,8 +141,8 @@ class Explainer:
         probabilities = self.classifier(x).softmax(1)
         predicted = probabilities.argmax(1)
         target = resolve_target(target, probabilities, self.class_names)
-        branches = decompose(self.generator, self.styles, x, target)
-        masks = self.predictor(images, target)
+        branches = self.branches(x, target)
+        masks = self.predicted_masks(images, target)
         if refine_steps > 0:
             with torch.enable_grad():
                 start, _ = self.cartoonx.select_start(images, target, masks)  # the predicted mask or a safer start

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from dxai.cli.train import main
 from dxai.config import load_config
@@ -92,3 +92,21 @@ def test_neutral_background_weight_on_folder_data_is_a_clear_error(tiny_override
     cfg = load_config("folder", tiny_overrides + [f"data.root={tmp_path}", "classifier.neutral_background_weight=1"])
     with pytest.raises(DXAIError, match="synthetic"):
         run_pipeline(cfg, "classifier")
+
+
+def test_independent_classifiers_trained_beside_the_explained_one_are_those_trained_after_it(tiny_overrides):
+    from dxai.run_folder import independent_classifier_path
+
+    def trained(name: str, threads: str) -> tuple:
+        cfg = load_config("synthetic", tiny_overrides + [f"run.run_name={name}", "classifier.independent=2",
+                                                         f"trainer.cpu_threads={threads}"])
+        run_dir = run_pipeline(cfg, "classifier")
+        metrics = json.loads((run_dir / "report" / "metrics.json").read_text())["classifier"]
+        weights = [load_file(str(independent_classifier_path(run_dir, k))) for k in range(2)]
+        return run_dir, metrics, weights
+
+    beside, beside_metrics, beside_weights = trained("beside", "1")  # one thread each: a background process
+    after, after_metrics, after_weights = trained("after", "null")  # no core left idle: one after the other
+    assert beside_metrics["independent"] == after_metrics["independent"]
+    assert all(torch.equal(a[key], b[key]) for a, b in zip(beside_weights, after_weights) for key in a)
+    assert (beside / "csv" / "classifier_independent_0" / "metrics.csv").is_file()  # its training log is kept

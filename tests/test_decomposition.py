@@ -224,3 +224,25 @@ def test_swap_partners_are_of_another_class_and_missing_only_when_the_batch_has_
     agnostic, distinct = torch.zeros(5, 3, 4, 4), torch.arange(5.0).view(5, 1, 1, 1).expand(5, 3, 4, 4)
     images, swapped = class_swap(agnostic, distinct, labels, partner)
     assert swapped.tolist() == [1, 1, 2, 1, 0] and images[:, 0, 0, 0].tolist() == [2, 2, 3, 4, 0]
+
+
+def test_lazy_r1_is_skipped_between_its_iterations_and_weighted_by_their_count(monkeypatch):
+    from dxai.training.decomposition import DecompositionModule
+
+    cfg = load_config("synthetic", TINY_DECOMPOSITION + ["data.img_size=16", "decomposition.r1_every=4"])
+    torch.manual_seed(0)
+    module = DecompositionModule(cfg, build_classifier("simple", 3, 3, 16))
+    monkeypatch.setattr(module, "_weighted_total", lambda terms, weights, phase: sum(
+        weights[name] * value for name, value in terms.items()))
+    x, fakes = torch.rand(4, 3, 16, 16), torch.rand(6, 3, 16, 16)
+    y, fake_labels = torch.tensor([0, 1, 2, 0]), torch.tensor([0, 1, 2, 0, 1, 2])
+    terms = {}
+    for iteration in (4, 5):
+        monkeypatch.setattr(DecompositionModule, "iteration", property(lambda self, i=iteration: i))
+        terms[iteration] = module._discriminator_terms(x, y, fakes, fake_labels)
+    with_r1, without = terms[4], terms[5]
+    assert "r1" in with_r1 and "r1" not in without and float(with_r1["r1"]) > 0
+    for name in ("real", "fake", "kld"):  # one batch through the critic gives the same terms as two
+        assert torch.allclose(with_r1[name], without[name], atol=1e-6), name
+    assert torch.allclose(with_r1["total"] - without["total"], 4 * cfg.decomposition.lambda_r1 * with_r1["r1"],
+                          atol=1e-5)

@@ -27,7 +27,6 @@ from dxai.explain.baselines import make_baseline
 from dxai.inference import Explainer
 from dxai.models import build_generator, cartoonx_settings, predictor_settings
 from dxai.nets.classifier import build_classifier
-from dxai.nets.generator import decompose
 from dxai.nets.mask_predictor import MaskPredictor
 from dxai.normalization import Normalization
 from dxai.timing import timed
@@ -47,9 +46,16 @@ def random_explainer(dataset: str, device: str) -> Explainer:
 
 
 def _gflops(action) -> float:
+    """GFLOP of ``action``, run on one thread: the counter sees only the operations of its own thread
+    (``split_over_cores`` falls back to one chunk there)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     counter = FlopCounterMode(display=False)
-    with counter:
-        action()
+    try:
+        with counter:
+            action()
+    finally:
+        torch.set_num_threads(threads)
     return counter.get_total_flops() / 1e9
 
 
@@ -72,8 +78,8 @@ def part_costs(explainer: Explainer, images: torch.Tensor, repeats: int = 3,
     with torch.no_grad():
         masks = explainer.predictor(images, target)
     parts = {"classifier": lambda: explainer.classifier(x),
-             "generator": lambda: decompose(explainer.generator, explainer.styles, x, target),
-             "mask_predictor": lambda: explainer.predictor(images, target),
+             "generator": lambda: explainer.branches(x, target),
+             "mask_predictor": lambda: explainer.predicted_masks(images, target),
              "cartoon_visualisation": lambda: explainer.cartoonx.visualize(images, masks, representation)}
     results = {}
     with torch.no_grad():

@@ -69,8 +69,8 @@ class IterationTimer(pl.Callback):
 
 
 def bench_setting(name: str, warmup: int, steps: int, batch_size: int | None = None,
-                  precision: str | None = None) -> dict:
-    cfg = load_config(name, [f"trainer.precision={precision}"] if precision else [])
+                  precision: str | None = None, overrides: list[str] | None = None) -> dict:
+    cfg = load_config(name, ([f"trainer.precision={precision}"] if precision else []) + list(overrides or []))
     batch_size = batch_size or cfg.decomposition.batch_size or cfg.data.batch_size
     module = DecompositionModule(cfg, build_configured_classifier(cfg))
     loader = DataLoader(RandomImages(cfg, batch_size * (warmup + steps)), batch_size=batch_size, drop_last=True)
@@ -102,13 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--batch-size", type=int, help="instead of each setting's own batch (default: the "
                                                        f"configuration's; on a CPU {CPU_BATCH_SIZE})")
+    parser.add_argument("overrides", nargs="*", help="dotted settings of every setting, e.g. decomposition.r1_every=16")
     args = parser.parse_args(argv)
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     results = {"bench": "train", "device": device}
     for name in args.settings:  # peak_rss_gb is the process's peak so far: the settings grow in this order
-        result = bench_setting(name, **SETTINGS[name], batch_size=args.batch_size or _cpu_batch_size(name))
+        result = bench_setting(name, **SETTINGS[name], batch_size=args.batch_size or _cpu_batch_size(name),
+                               overrides=args.overrides)
         results[f"{name}_{result['img_size']}px"] = result
     if args.json:
         print(json.dumps(results))

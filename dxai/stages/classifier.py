@@ -14,10 +14,13 @@ whether an agnostic part is neutral for classifiers other than the one it was ma
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Subset
 
 from dxai.config import Config
@@ -34,7 +37,7 @@ from dxai.run_folder import (
     save_weights,
 )
 from dxai.training.classifier import ClassifierModule
-from dxai.training.common import make_trainer
+from dxai.training.common import make_trainer, single_cpu_process
 
 
 class ResumableClassifierModule(ClassifierModule):
@@ -96,11 +99,65 @@ def train_independent(cfg: Config, run_dir: Path, index: int) -> dict:
     return metrics
 
 
+def _independent_worker(cfg: Config, run_dir: str, indices: list[int], results) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle; it ends this process
+    if cfg.trainer.cpu_threads:
+        torch.set_num_threads(cfg.trainer.cpu_threads)
+    # one progress bar on the terminal, the parent's; this process's progress lines go to train.log
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, progress_bar=False))
+    for index in indices:
+        results.put((index, train_independent(cfg, Path(run_dir), index)))
+
+
+def start_independent(cfg: Config, run_dir: Path):
+    """On one CPU process with ``trainer.cpu_threads`` set (a core left idle), the first half of the
+    independent classifiers train in a second (spawned) process while this one trains the explained
+    classifier and then the rest. Returns the process (or None) and the queue of its ``(index,
+    metrics)``; what it leaves undone (it failed, or was stopped) the stage trains itself after it."""
+    count = cfg.classifier.independent
+    if count == 0 or not cfg.trainer.cpu_threads or not single_cpu_process(cfg.trainer):
+        return None, None
+    context = multiprocessing.get_context("spawn")
+    results = context.SimpleQueue()
+    process = context.Process(target=_independent_worker, args=(cfg, str(run_dir), list(range((count + 1) // 2)),
+                                                                 results), name="dxai-independent-classifiers")
+    process.start()
+    return process, results
+
+
 def run(cfg: Config, run_dir: Path) -> dict:
     """Train the classifier (or adopt ``classifier.weights``), save it, record val accuracy."""
     if cfg.classifier.neutral_background_weight and cfg.data.kind != "synthetic":
         raise DXAIError("classifier.neutral_background_weight needs the true backgrounds of "
                               "synthetic data; set it to 0 for folder data sets")
+    count = cfg.classifier.independent
+    background, background_results = start_independent(cfg, run_dir)
+    in_background = range((count + 1) // 2) if background is not None else range(0)
+    try:
+        accuracy = train_explained(cfg, run_dir)
+        independent = {index: train_independent(cfg, run_dir, index) for index in range(count)
+                       if index not in in_background}
+        if background is not None:
+            background.join()
+            while not background_results.empty():
+                index, metrics = background_results.get()
+                independent[index] = metrics
+        for index in in_background:
+            if index not in independent:  # the background process did not finish it: resumed here
+                independent[index] = train_independent(cfg, run_dir, index)
+    except BaseException:
+        if background is not None:
+            background.terminate()
+        raise
+    independent = [independent[index] for index in range(count)]
+    if rank_zero_only.rank == 0:
+        update_metrics(run_dir, "classifier", {"independent": independent})
+    return {"val_accuracy": accuracy, "independent_val_accuracy": [r["val_accuracy"] for r in independent]}
+
+
+def train_explained(cfg: Config, run_dir: Path) -> float:
+    """Train the classifier to be explained (or adopt ``classifier.weights``), save it and record
+    its metrics; returns its validation accuracy."""
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     data = DXAIDataModule(cfg.data)
     model = build_configured_classifier(cfg)
@@ -127,7 +184,4 @@ def run(cfg: Config, run_dir: Path) -> dict:
             metrics["background_max_prob"] = float(background_max_prob)
         update_metrics(run_dir, "classifier", metrics)
     trainer.strategy.barrier("classifier saved")  # the other ranks read it in the next stage
-    independent = [train_independent(cfg, run_dir, index) for index in range(cfg.classifier.independent)]
-    if trainer.is_global_zero:
-        update_metrics(run_dir, "classifier", {"independent": independent})
-    return {"val_accuracy": accuracy, "independent_val_accuracy": [r["val_accuracy"] for r in independent]}
+    return accuracy

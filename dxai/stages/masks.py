@@ -26,6 +26,7 @@ from dxai.evaluation.masks import (
     evaluate_mask_predictor,
     per_image_markdown,
     reference_key,
+    refine_schedule,
     start_reference,
 )
 from dxai.io import atomic_write_text, read_metrics, update_metrics
@@ -55,8 +56,9 @@ def distill_targets(cfg: Config, classifier: nn.Module, dataset, run_dir: Path) 
         return load_file(str(path))
     m = cfg.masks
     images = first_images(dataset, m.distill_images, Normalization.symmetric(cfg.data.img_channels))
-    result = build_cartoonx(cfg, classifier, m.eval_num_samples).optimize(images, steps=m.distill_steps,
-                                                                           seed=m.eval_seed)
+    cartoonx = build_cartoonx(cfg, classifier, m.eval_num_samples)
+    schedule = refine_schedule(cartoonx, protocol_settings(cfg)) if m.distill_schedule == "refine" else None
+    result = cartoonx.optimize(images, steps=m.distill_steps, seed=m.eval_seed, schedule=schedule)
     targets = {"images": images, "target": result.target, "masks": result.flat_masks}
     save_weights(targets, path)
     return targets
@@ -86,19 +88,24 @@ def run(cfg: Config, run_dir: Path) -> dict:
     trainer = make_trainer(cfg, run_dir, STAGE, max_steps=m.max_steps,
                            val_every_steps=min(m.image_every_steps, m.max_steps) or None)
     data.check_batch_size(trainer.world_size)  # before any training: a full batch on every process
-    reference = (background_reference(cfg, classifier, data.val_set, run_dir)
-                 if trainer.world_size == 1 and trainer.strategy.root_device.type == "cpu" else None)
+    one_cpu_process = trainer.world_size == 1 and trainer.strategy.root_device.type == "cpu"
+    reference = background_reference(cfg, classifier, data.val_set, run_dir) if one_cpu_process else None
+    threads = torch.get_num_threads()
+    if one_cpu_process and cfg.trainer.cpu_threads and (reference is None or not reference.is_alive()):
+        torch.set_num_threads(2 * cfg.trainer.cpu_threads)  # alone on the machine: the background's share too
     try:
         trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=resume_path(run_dir, STAGE))
+        results = {}
+        if trainer.is_global_zero:
+            predictor = module.predictor.eval().requires_grad_(False)
+            save_weights(predictor, predictor_path(run_dir))
+            results = evaluate(cfg, trainer, classifier, predictor, data.val_set, run_dir, reference)
     except BaseException:
         if reference is not None:
             reference.terminate()
         raise
-    results = {}
-    if trainer.is_global_zero:
-        predictor = module.predictor.eval().requires_grad_(False)
-        save_weights(predictor, predictor_path(run_dir))
-        results = evaluate(cfg, trainer, classifier, predictor, data.val_set, run_dir, reference)
+    finally:
+        torch.set_num_threads(threads)
     trainer.strategy.barrier("mask predictor saved")
     return {k: results[k] for k in ("one_pass_loss_ratio", "steps_to_reference_median", "steps_to_reference_p90",
                                     "control_steps_to_reference_median", "refined_loss_ratio_at_200")

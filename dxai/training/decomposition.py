@@ -170,18 +170,25 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         return sum(weighted.values())
 
     def _discriminator_terms(self, x, y, fakes, fake_labels) -> dict[str, torch.Tensor]:
+        """Eq. 13 with R1 and the KL to the classifier. R1 is lazy (StyleGAN2) with
+        ``r1_every`` > 1: every n-th iteration at n times its weight; in the others the real
+        and fake images go through the discriminator as one batch (it has no batch statistics)."""
         d = self.cfg.decomposition
-        real = x.detach().requires_grad_(True)
-        real_logits = self.discriminator(real)
+        with_r1 = self.iteration % d.r1_every == 0
+        if with_r1:
+            real = x.detach().requires_grad_(True)
+            real_logits, fake_logits = self.discriminator(real), self.discriminator(fakes.detach())
+        else:
+            real_logits, fake_logits = self.discriminator(torch.cat([x, fakes.detach()])).split([len(x), len(fakes)])
         real_head = losses.select_head(real_logits, y)
         with torch.no_grad():
             classifier_logits = self.classifier(x)
-        fake_head = losses.select_head(self.discriminator(fakes.detach()), fake_labels)
         terms = {"real": losses.adversarial_loss(real_head, real=True),
-                 "fake": losses.adversarial_loss(fake_head, real=False),
-                 "r1": losses.r1_penalty(real_head, real),
+                 "fake": losses.adversarial_loss(losses.select_head(fake_logits, fake_labels), real=False),
                  "kld": losses.kld_loss(real_logits, classifier_logits)}
-        weights = {"real": 1.0, "fake": 1.0, "r1": d.lambda_r1, "kld": d.lambda_kld}
+        weights = {"real": 1.0, "fake": 1.0, "kld": d.lambda_kld, "r1": d.lambda_r1 * d.r1_every}
+        if with_r1:
+            terms["r1"] = losses.r1_penalty(real_head, real)
         terms["total"] = self._weighted_total(terms, weights, "discriminator")
         return terms
 
