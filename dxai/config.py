@@ -140,6 +140,7 @@ class MasksConfig:
     initial_keep: float = 0.95           # every mask entry of a fresh predictor (risk-averse start)
     max_steps: int = 600
     lam_warmup: float = 0.6              # fraction of max_steps over which lam ramps up from 0 (continuation)
+    lam: float | None = None             # the l1 weight it trains for (None: cartoonx.lam, the one it is scored with)
     batch_size: int | None = 32          # None: data.batch_size
     lr: float = 1e-3
     num_samples: int = 4                 # L per training image, fresh noise every step
@@ -499,6 +500,8 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         at_least("masks.max_steps", cfg.masks.max_steps, 1)
         at_least("masks.batch_size", cfg.masks.batch_size, 1, optional=True)
         at_least("masks.image_every_steps", cfg.masks.image_every_steps, 1)
+        if cfg.masks.distill_schedule not in ("paper", "refine"):
+            problems.append(f"masks.distill_schedule must be paper or refine, not {cfg.masks.distill_schedule!r}")
     if runs("evaluate"):
         at_least("evaluation.batch_size", cfg.evaluation.batch_size, 1)
     t = cfg.trainer

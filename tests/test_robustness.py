@@ -277,6 +277,10 @@ def test_9_13_bad_train_flags_are_refused_for_the_stages_they_concern():
     validate(load_config("synthetic", ["classifier.max_steps=0", "classifier.weights=mine.pt"]), "all")
     with pytest.raises(ConfigError, match="decomposition.max_steps"):
         validate(load_config("synthetic", ["decomposition.max_steps=0"]), "decomposition")
+    with pytest.raises(ConfigError, match="decomposition.r1_every"):
+        validate(load_config("synthetic", ["decomposition.r1_every=0"]), "decomposition")
+    with pytest.raises(ConfigError, match="masks.distill_schedule"):
+        validate(load_config("synthetic", ["masks.distill_schedule=fast"]), "masks")
 
 
 @pytest.mark.parametrize("flags, named", [

@@ -7,8 +7,9 @@ architecture, then adopted as they are.
 
 After it, ``classifier.independent`` classifiers are trained by the same recipe with another seed
 on other training images (a synthetic training set of another seed; a seeded half of a folder's
-training split): ``independent_<k>.safetensors``. Nothing is trained against them; they judge
-whether an agnostic part is neutral for classifiers other than the one it was made for.
+training split): ``independent_<k>.safetensors``; on one CPU process (``start_independent``) the
+first half of them train in a second process beside the explained one. Nothing is trained against
+them; they judge whether an agnostic part is neutral for classifiers other than the one it was made for.
 """
 
 from __future__ import annotations
@@ -112,17 +113,18 @@ def _independent_worker(cfg: Config, run_dir: str, indices: list[int], results) 
 def start_independent(cfg: Config, run_dir: Path):
     """On one CPU process with ``trainer.cpu_threads`` set (a core left idle), the first half of the
     independent classifiers train in a second (spawned) process while this one trains the explained
-    classifier and then the rest. Returns the process (or None) and the queue of its ``(index,
-    metrics)``; what it leaves undone (it failed, or was stopped) the stage trains itself after it."""
+    classifier and then the rest. Returns the process (or None), the queue of its ``(index, metrics)``
+    and the indices it trains; what it leaves undone (it failed, or was stopped) the stage trains
+    itself after it."""
     count = cfg.classifier.independent
     if count == 0 or not cfg.trainer.cpu_threads or not single_cpu_process(cfg.trainer):
-        return None, None
+        return None, None, []
     context = multiprocessing.get_context("spawn")
-    results = context.SimpleQueue()
-    process = context.Process(target=_independent_worker, args=(cfg, str(run_dir), list(range((count + 1) // 2)),
-                                                                 results), name="dxai-independent-classifiers")
+    results, indices = context.SimpleQueue(), list(range((count + 1) // 2))
+    process = context.Process(target=_independent_worker, args=(cfg, str(run_dir), indices, results),
+                              name="dxai-independent-classifiers")
     process.start()
-    return process, results
+    return process, results, indices
 
 
 def run(cfg: Config, run_dir: Path) -> dict:
@@ -131,8 +133,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
         raise DXAIError("classifier.neutral_background_weight needs the true backgrounds of "
                               "synthetic data; set it to 0 for folder data sets")
     count = cfg.classifier.independent
-    background, background_results = start_independent(cfg, run_dir)
-    in_background = range((count + 1) // 2) if background is not None else range(0)
+    background, background_results, in_background = start_independent(cfg, run_dir)
     try:
         accuracy = train_explained(cfg, run_dir)
         independent = {index: train_independent(cfg, run_dir, index) for index in range(count)

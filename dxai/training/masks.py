@@ -6,8 +6,8 @@ every step, distortion of the frozen classifier's probability of the predicted c
 ``lam`` times the normalised l1 norm), averaged over the batch. No precomputed masks are
 needed.
 
-``lam`` ramps linearly from 0 to ``cartoonx.lam`` over the first ``masks.lam_warmup`` of the
-steps, then stays there: the objective is non-convex, and a mask whose fine-scale
+``lam`` ramps linearly from 0 to ``cartoonx.lam`` (or ``masks.lam``) over the first
+``masks.lam_warmup`` of the steps, then stays there: the objective is non-convex, and a mask whose fine-scale
 coefficients are all dropped is a local minimum (each alone lowers the distortion by less
 than its l1 cost; kept together, with the low-pass, they carry the decision). At full
 ``lam`` from the start, the shared weights of the predictor drop every entry at once, faster
@@ -80,7 +80,8 @@ class MaskModule(FrozenClassifier, pl.LightningModule):
     def training_step(self, batch, batch_idx):
         images = self.normalization.denormalize(batch["image"]).clamp(0, 1)
         m = self.cfg.masks
-        lam = ramped_lam(self.global_step, m.lam_warmup * m.max_steps, self.cfg.cartoonx.lam)
+        final_lam = self.cfg.cartoonx.lam if m.lam is None else m.lam
+        lam = ramped_lam(self.global_step, m.lam_warmup * m.max_steps, final_lam)
         terms = self.rde_terms(images, lam)
         loss = terms.loss.mean()
         logs = {"train/loss": loss.detach(), "train/distortion": terms.distortion.mean().detach(),
