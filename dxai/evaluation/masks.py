@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save as safetensors_bytes  # noqa: E402
 
+from dxai.background import start_process  # noqa: E402
 from dxai.explain.cartoonx import STARTS, CartoonX  # noqa: E402
 from dxai.explain.classifier_wrapper import evaluation_mode  # noqa: E402
 from dxai.explain.rde import MaskOptimizer, RDELoss, RDEObjective, Schedule  # noqa: E402
@@ -275,11 +274,8 @@ def compute_reference(cartoonx: CartoonX, images: torch.Tensor,
     return reference, other_seed, control
 
 
-def _reference_worker(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings, path: str, key: str,
-                      threads: int | None) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle; it ends this process
-    if threads:
-        torch.set_num_threads(threads)
+def _reference_worker(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings, path: str,
+                      key: str) -> None:
     save_reference(Path(path), key, *compute_reference(cartoonx, images, settings))
 
 
@@ -292,11 +288,8 @@ def start_reference(cartoonx: CartoonX, images: torch.Tensor, settings: Protocol
     if load_reference(path, key, images.device) is not None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    process = multiprocessing.get_context("spawn").Process(
-        target=_reference_worker, args=(cartoonx, images, settings, str(path), key, threads), daemon=True,
-        name="dxai-mask-reference")
-    process.start()
-    return process
+    return start_process(_reference_worker, (cartoonx, images, settings, str(path), key), "dxai-mask-reference",
+                         threads, daemon=True)
 
 
 def reference_curves(cartoonx: CartoonX, images: torch.Tensor, settings: ProtocolSettings,

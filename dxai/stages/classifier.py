@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -24,6 +23,7 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.data import Subset
 
+from dxai.background import start_process
 from dxai.config import Config
 from dxai.data.datamodule import DXAIDataModule, build_datasets
 from dxai.errors import DXAIError
@@ -101,9 +101,6 @@ def train_independent(cfg: Config, run_dir: Path, index: int) -> dict:
 
 
 def _independent_worker(cfg: Config, run_dir: str, indices: list[int], results) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle; it ends this process
-    if cfg.trainer.cpu_threads:
-        torch.set_num_threads(cfg.trainer.cpu_threads)
     # one progress bar on the terminal, the parent's; this process's progress lines go to train.log
     cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, progress_bar=False))
     for index in indices:
@@ -119,11 +116,9 @@ def start_independent(cfg: Config, run_dir: Path):
     count = cfg.classifier.independent
     if count == 0 or not cfg.trainer.cpu_threads or not single_cpu_process(cfg.trainer):
         return None, None, []
-    context = multiprocessing.get_context("spawn")
-    results, indices = context.SimpleQueue(), list(range((count + 1) // 2))
-    process = context.Process(target=_independent_worker, args=(cfg, str(run_dir), indices, results),
-                              name="dxai-independent-classifiers")
-    process.start()
+    results, indices = multiprocessing.get_context("spawn").SimpleQueue(), list(range((count + 1) // 2))
+    process = start_process(_independent_worker, (cfg, str(run_dir), indices, results),
+                            "dxai-independent-classifiers", cfg.trainer.cpu_threads)
     return process, results, indices
 
 
