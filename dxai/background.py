@@ -12,9 +12,12 @@ from collections.abc import Callable
 
 import torch
 
+from dxai.allocator import keep_freed_memory
+
 
 def _run(target: Callable, threads: int | None, args: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_memory()
     if threads:
         torch.set_num_threads(threads)
     target(*args)

@@ -56,7 +56,7 @@ def test_two_styles_per_image_share_one_encoder_pass(skip, path, monkeypatch):
         inputs = x.clone().requires_grad_(True)
         branches, features = getattr(generator, path)(images(inputs), style, return_features=True)
         assert branches.shape[0] == 4 and all(f.shape[0] == 4 for f in features)
-        weights = [torch.randn_like(t, generator=torch.Generator().manual_seed(1)) for t in (branches, *features)]
+        weights = [torch.randn(t.shape, generator=torch.Generator().manual_seed(1)) for t in (branches, *features)]
         sum((t * w).sum() for t, w in zip((branches, *features), weights)).backward()
         results.append(([branches, *features], [inputs.grad] + [p.grad.clone() for p in generator.parameters()]))
     (tiled_outputs, tiled_grads), (shared_outputs, shared_grads) = results

@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import sys
 
+from dxai.allocator import keep_freed_memory
 from dxai.bench import BENCHMARKS
 
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m dxai.bench {{{'|'.join(choices)}}} [--json] [options]", file=sys.stderr)
         return 2
     name, options = argv[0], argv[1:]
+    keep_freed_memory()
     names = available_benchmarks() if name == "all" else [name]
     if name != "all" and name not in available_benchmarks():
         print(f"the {name} benchmark is not available (no module dxai.bench.{name})", file=sys.stderr)

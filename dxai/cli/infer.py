@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dxai.allocator import keep_freed_memory
 from dxai.errors import DXAIError
 from dxai.images import collect_inputs, load_for_model
 from dxai.inference import Explainer, check_device
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     warnings.filterwarnings("ignore", message=".*pkg_resources is deprecated.*")
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     try:
         return run(args)
     except DXAIError as error:

@@ -18,6 +18,7 @@ import logging
 import sys
 
 from dxai import interrupts
+from dxai.allocator import keep_freed_memory
 from dxai.config import available_datasets, load_config
 from dxai.errors import DXAIError
 from dxai.interrupts import StageInterrupted
@@ -129,6 +130,7 @@ def setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()
     setup_logging()
     previous_handler = interrupts.install()
     try:

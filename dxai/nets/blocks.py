@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+INV_SQRT2 = 1 / math.sqrt(2)
+
 
 class ResBlk(nn.Module):
     """Pre-activation residual block; optional instance norm and 2x average-pool downsampling."""
@@ -108,19 +110,55 @@ class AdainResBlk(nn.Module):
 # (docs/experiments.md, "The generator's forward"). The grouped ``forward`` above is the
 # definition; ``tests/test_generator_fast.py`` holds the two equal.
 
-def branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
-    """Branch ``branch``'s part of the grouped ``conv`` on that branch's features ``x`` (B x C x H x W)."""
+def branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups: int, scale: float = 1.0) -> torch.Tensor:
+    """Branch ``branch``'s part of the grouped ``conv`` on that branch's features ``x`` (B x C x H x W),
+    times ``scale`` (folded into the weights, which are far smaller than the features)."""
     width = conv.out_channels // groups
     rows = slice(branch * width, (branch + 1) * width)
-    bias = None if conv.bias is None else conv.bias[rows]
-    return F.conv2d(x, conv.weight[rows], bias, conv.stride, conv.padding)
+    weight, bias = conv.weight[rows], None if conv.bias is None else conv.bias[rows]
+    if scale != 1.0:
+        weight, bias = weight * scale, None if bias is None else bias * scale
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding)
+
+
+# Row r of a 3x3 kernel seen from a nearest-2x-upsampled input, per output phase p (row 2i + p):
+# the taps that read input row i - 1 + a of the small image, summed (``[p][a][r]``).
+_UPSAMPLED_TAPS = ((1, 0, 0), (0, 1, 1), (0, 0, 0)), ((0, 0, 0), (1, 1, 0), (0, 0, 1))
+
+
+def upsampled_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
+    """``branch_conv(conv, nearest_2x_upsample(x))`` for a 3x3, padding-1 ``conv``, as a sub-pixel
+    convolution: one 3x3 convolution of ``x`` itself with the four output phases' kernels, and a pixel
+    shuffle. The same sums of products, without the upsampled copy and on a quarter of the positions."""
+    width = conv.out_channels // groups
+    rows = slice(branch * width, (branch + 1) * width)
+    taps = torch.tensor(_UPSAMPLED_TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
+    phases = torch.einsum("pay,qbx,oiyx->opqiab", taps, taps, conv.weight[rows])
+    bias = None if conv.bias is None else conv.bias[rows].repeat_interleave(4)
+    return F.pixel_shuffle(F.conv2d(x, phases.flatten(0, 2), bias, padding=1), 2)
+
+
+def _position_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and channel, the sum and the sum of squares of ``x`` over the positions: (B, C) each, fp32."""
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        flat = x.flatten(2).float()
+        return flat.sum(2), torch.linalg.vecdot(flat, flat)
+    # Channels-last: (B, HW, C) is a view; the squares as the diagonal of its Gram matrix (one fast
+    # matrix product) beat a strided reduction of x * x.
+    positions = x.permute(0, 2, 3, 1).flatten(1, 2).float()
+    squares = torch.bmm(positions.transpose(1, 2), positions).diagonal(dim1=1, dim2=2)
+    return positions.sum(1), squares
 
 
 def scaled_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
-    """``scale * instance_norm(x) + shift`` with scale and shift (C,) or (B, C), as one multiply-add."""
-    flat = x.flatten(2).float()  # the statistics in fp32 (also under autocast), from two fast sums
-    mean = flat.mean(2)
-    var = (torch.linalg.vecdot(flat, flat) / flat.shape[2] - mean * mean).clamp_min(0)
+    """``scale * instance_norm(x) + shift`` with scale and shift (C,) or (B, C), as one multiply-add.
+
+    The statistics are computed in fp32 (also under autocast), for NCHW and channels-last ``x``.
+    """
+    sums, squares = _position_sums(x)
+    count = x.shape[2] * x.shape[3]
+    mean = sums / count
+    var = (squares / count - mean * mean).clamp_min(0)
     mean, var = mean.to(x.dtype)[..., None, None], var.to(x.dtype)[..., None, None]
     scale = scale.view(*scale.shape[:-1], -1, 1, 1) * torch.rsqrt(var + eps)
     return torch.addcmul(shift.view(*shift.shape[:-1], -1, 1, 1) - mean * scale, x, scale)
@@ -132,6 +170,11 @@ def branch_norm(norm: nn.InstanceNorm2d, x: torch.Tensor, branch: int, groups: i
     return scaled_norm(x, norm.weight[rows], norm.bias[rows], norm.eps)
 
 
+def _merge(skip: torch.Tensor, residual_over_sqrt2: torch.Tensor) -> torch.Tensor:
+    """``(skip + residual) / sqrt(2)`` in one pass, the residual's last convolution already scaled."""
+    return torch.add(residual_over_sqrt2, skip, alpha=INV_SQRT2)
+
+
 def resblk_branch(block: ResBlk, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
     """``block.forward`` of one branch's features."""
     h = branch_norm(block.norm1, x, branch, groups) if block.normalize else x
@@ -140,11 +183,11 @@ def resblk_branch(block: ResBlk, x: torch.Tensor, branch: int, groups: int) -> t
         h = F.avg_pool2d(h, 2)
     if block.normalize:
         h = branch_norm(block.norm2, h, branch, groups)
-    h = branch_conv(block.conv2, F.leaky_relu(h, 0.2), branch, groups)
+    h = branch_conv(block.conv2, F.leaky_relu(h, 0.2), branch, groups, INV_SQRT2)
     skip = branch_conv(block.shortcut, x, branch, groups) if block.shortcut is not None else x
     if block.downsample:
         skip = F.avg_pool2d(skip, 2)
-    return (skip + h) / math.sqrt(2)
+    return _merge(skip, h)
 
 
 def adain_params(norm: AdaIN, style: torch.Tensor) -> torch.Tensor:
@@ -159,11 +202,13 @@ def adain_resblk_branch(block: AdainResBlk, x: torch.Tensor, params1: torch.Tens
     eps = block.norm1.norm.eps
     h = F.leaky_relu(scaled_norm(x, params1[:, branch, 0], params1[:, branch, 1], eps), 0.2)
     if block.upsample:
-        h = F.interpolate(h, scale_factor=2, mode="nearest")
-    h = branch_conv(block.conv1, h, branch, groups)
+        h = upsampled_branch_conv(block.conv1, h, branch, groups)
+    else:
+        h = branch_conv(block.conv1, h, branch, groups)
     h = F.leaky_relu(scaled_norm(h, params2[:, branch, 0], params2[:, branch, 1], eps), 0.2)
-    h = branch_conv(block.conv2, h, branch, groups)
-    skip = F.interpolate(x, scale_factor=2, mode="nearest") if block.upsample else x
-    if block.shortcut is not None:
-        skip = branch_conv(block.shortcut, skip, branch, groups)
-    return (skip + h) / math.sqrt(2)
+    h = branch_conv(block.conv2, h, branch, groups, INV_SQRT2)
+    # The 1x1 shortcut commutes with nearest upsampling: applied first, on a quarter of the positions.
+    skip = branch_conv(block.shortcut, x, branch, groups) if block.shortcut is not None else x
+    if block.upsample:
+        skip = F.interpolate(skip, scale_factor=2, mode="nearest")
+    return _merge(skip, h)

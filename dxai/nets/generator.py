@@ -125,6 +125,8 @@ class Generator(nn.Module):
         params = [(adain_params(block.norm1, s), adain_params(block.norm2, s))
                   for block, s in zip(self.decoder, styles)]
         outputs, features = [], [[] for _ in self.decoder]
+        # Channels-last: oneDNN runs these narrow dense convolutions 1.1 to 1.6 times faster in it.
+        x = x.contiguous(memory_format=torch.channels_last)
         for k in range(n):
             h = branch_conv(self.from_rgb, x, k, n)
             skips = []
@@ -188,8 +190,8 @@ def _one_thread():
 
 
 def _tile(h: torch.Tensor, times: int) -> torch.Tensor:
-    """The encoder's output for ``times`` styles per image: [h, h, ...] along the batch."""
-    return h if times == 1 else h.repeat(times, *([1] * (h.dim() - 1)))
+    """The encoder's output for ``times`` styles per image: [h, h, ...] along the batch, in h's memory format."""
+    return h if times == 1 else torch.cat([h] * times)
 
 
 def _concat_per_branch(a: torch.Tensor, b: torch.Tensor, num_branches: int) -> torch.Tensor:
