@@ -155,7 +155,7 @@ class Generator(nn.Module):
         """``forward`` as the definition: all branches as one network of grouped convolutions."""
         styles_per_image = self._check_input(x, style)
         styles = self._block_styles(style)
-        h = self.from_rgb(x)
+        h = self.from_rgb(x.contiguous(memory_format=torch.channels_last))
         skips = []
         for block in self.encoder:
             if block.downsample and self.skip == "add":
