@@ -102,6 +102,10 @@ class DecompositionConfig:
     # paper (eq. 5-15) | neutral (definition 1: x_hat^y~ pushed to uniform) | swap (neutral, and x_hat^y~ plus
     # another image's distinct part must pass critic and classifier as that image's class)
     objective: str = "paper"
+    # A class whose images carry no class evidence (the clean class of the noise family): its images'
+    # distinct part is pushed to zero (lambda_null), and neutral/swap push x_hat^y~ to it, not to uniform.
+    null_class: int | None = None
+    lambda_null: float = 10.0
     lambda_adv: float = 2.0              # loss weights of the DXAI paper, eq. 14-15
     lambda_kld: float = 1.0
     lambda_cf: float = 2.0
@@ -481,6 +485,13 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         at_least("decomposition.val_every_steps", m.val_every_steps, 1)
         at_least("decomposition.image_every_steps", m.image_every_steps, 1)
         at_least("decomposition.r1_every", m.r1_every, 1)
+        if m.null_class is not None and not 0 <= m.null_class < d.num_classes:
+            problems.append(f"decomposition.null_class must be a class index from 0 to {d.num_classes - 1} "
+                            f"(data.num_classes={d.num_classes}), or null for none, not {m.null_class}")
+        if m.null_class is not None and d.kind == "synthetic" and cfg.classifier.neutral_background_weight:
+            problems.append("decomposition.null_class: the null class's images are the class-free backgrounds, "
+                            "which a background-neutral classifier calls no class; train a plain classifier "
+                            "with classifier.neutral_background_weight=0")
     if any(runs(name) for name in GENERATOR_STAGES):
         at_least("decomposition.num_branches", m.num_branches, 2)
         at_least("decomposition.num_downsample", m.num_downsample, 1)

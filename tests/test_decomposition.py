@@ -246,3 +246,45 @@ def test_lazy_r1_is_skipped_between_its_iterations_and_weighted_by_their_count(m
         assert torch.allclose(with_r1[name], without[name], atol=1e-6), name
     assert torch.allclose(with_r1["total"] - without["total"], 4 * cfg.decomposition.lambda_r1 * with_r1["r1"],
                           atol=1e-5)
+
+
+def test_null_class_pushes_its_distinct_parts_to_zero_and_the_agnostic_blend_to_it():
+    from dxai.training.decomposition import DecompositionModule
+    from dxai.training.losses import null_distinct_loss
+
+    distinct = torch.ones(3, 3, 4, 4)
+    assert float(null_distinct_loss(distinct, torch.tensor([True, False, False]))) == 2.0  # |1| + 1^2
+    assert float(null_distinct_loss(distinct, torch.tensor([False, False, False]))) == 0.0
+
+    cfg = load_config("synthetic", TINY_DECOMPOSITION + ["data.img_size=16", "decomposition.objective=neutral"])
+    module = DecompositionModule(cfg, build_classifier("simple", 3, 3, 16))
+    y = torch.tensor([0, 1, 2])
+    logits = torch.cat([torch.eye(3) * 5, torch.tensor([[0.0, 0, 0], [0, 0, 0], [0, 0, 0]])])  # x_hat^y, x_hat^y~
+    uniform = float(module._class_term(logits, y, y))
+    cfg.decomposition.null_class = 2
+    null = float(module._class_term(logits, y, y))
+    assert null == pytest.approx(uniform + torch.log(torch.tensor(3.0)).item(), abs=1e-5)  # CE(uniform, 2) = log 3
+    logits[3:, 2] = 20.0  # x_hat^y~ read as the null class: its term vanishes
+    assert float(module._class_term(logits, y, y)) == pytest.approx(uniform, abs=1e-5)
+
+
+def test_noise_configuration_has_a_null_class_and_a_plain_classifier():
+    from dxai.config import validate
+
+    cfg = load_config("noise")
+    assert (cfg.data.family, cfg.data.num_classes, cfg.decomposition.null_class) == ("noise", 2, 0)
+    validate(cfg)
+    with pytest.raises(DXAIError, match="neutral_background_weight=0"):
+        validate(load_config("noise", ["classifier.neutral_background_weight=1"]))
+    with pytest.raises(DXAIError, match="null_class must be a class index"):
+        validate(load_config("noise", ["decomposition.null_class=2"]))
+
+
+def test_with_a_null_class_the_kept_weights_are_those_the_independent_classifiers_call_it_most(tiny):
+    cfg = load_config("synthetic", tiny + ["decomposition.max_steps=4", "decomposition.select_min_psnr=-100",
+                                           "decomposition.null_class=0", "classifier.neutral_background_weight=0"])
+    section = json.loads((run_pipeline(cfg, "decomposition") / "report" / "metrics.json").read_text())["decomposition"]
+    assert section["selection"].startswith("highest transfer_null_prob")
+    best = max(section["selection_history"], key=lambda entry: entry["transfer_null_prob"])
+    assert section["selected_iteration"] == best["iteration"]
+    assert 0 <= section["transfer_null_prob"] <= 1

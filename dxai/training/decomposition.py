@@ -205,14 +205,18 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
 
     def _class_term(self, logits, y, y_alt, swap=None) -> torch.Tensor:
         """Eq. 6 for ``paper``; for ``neutral`` (definition 1) x_hat^y~, without psi_1, is pushed to the
-        classifier's uniform distribution instead of to the class y~; ``swap`` adds the class swaps'
-        cross-entropy toward their partner's class."""
+        classifier's uniform distribution instead of to the class y~ (to the null class, where there is
+        one: there, no class evidence is what it means); ``swap`` adds the class swaps' cross-entropy
+        toward their partner's class."""
         batch = len(y)
-        objective = self.cfg.decomposition.objective
-        if objective == "paper":
+        d = self.cfg.decomposition
+        if d.objective == "paper":
             return losses.class_fake_loss(logits[:batch], y, logits[batch:], y_alt)
-        term = F.cross_entropy(logits[:batch], y) + losses.uniform_kl(logits[batch:2 * batch])
-        if objective == "swap" and len(swap[1]):
+        agnostic_logits = logits[batch:2 * batch]
+        neutral = (losses.uniform_kl(agnostic_logits) if d.null_class is None
+                   else F.cross_entropy(agnostic_logits, torch.full_like(y, d.null_class)))
+        term = F.cross_entropy(logits[:batch], y) + neutral
+        if d.objective == "swap" and len(swap[1]):
             term = term + F.cross_entropy(logits[2 * batch:], swap[1])
         return term
 
@@ -231,6 +235,9 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         }
         weights = {"adv": d.lambda_adv, "cf": d.lambda_cf, "rec": d.lambda_rec, "dr": d.lambda_dr,
                    "orth": d.lambda_orth}
+        if d.null_class is not None:
+            terms["null"] = losses.null_distinct_loss(branches[:batch, 0], y == d.null_class)
+            weights["null"] = d.lambda_null
         terms["total"] = self._weighted_total(terms, weights, "generator")
         return terms
 
@@ -337,6 +344,9 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
             self._add("transfer_residual", transfer_sums(self.independent, x - distinct, y))
             if "background" in batch:
                 self._add("transfer_background", transfer_sums(self.independent, batch["background"], y))
+            if self.cfg.decomposition.null_class is not None:  # their probability of the null class on it
+                null = torch.full_like(y, self.cfg.decomposition.null_class)
+                self._add("transfer_null", transfer_sums(self.independent, agnostic, null))
         if "class_part" in batch:
             for key, value in ground_truth_sums(x, distinct, agnostic, batch["class_part"], batch["background"],
                                                 unit).items():
@@ -365,6 +375,8 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
                 scores = transfer_scores(sums[prefix], count)
                 metrics.update({f"{prefix}_{name}": scores[name] for name in TRANSFER_FIELDS})
                 metrics[f"{prefix}_by_classifier"] = scores["by_classifier"]
+        if "transfer_null" in sums:
+            metrics["transfer_null_prob"] = transfer_scores(sums["transfer_null"], count)["true_prob"]
         if "gt_count" in sums:
             scores = ground_truth_scores({key: sums[f"gt_{key}"] for key in GT_SUM_KEYS})
             metrics.update({f"gt_{name}": value for name, value in scores.items()})
@@ -381,20 +393,25 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
 
     # -- the kept weights: chosen without ground truth -------------------------------------------
 
+    def _selection_score(self, metrics: dict) -> float:
+        """What the kept weights minimise: the independent classifiers' top probability on psi_agnostic
+        (1/c is neutral) or, with a null class, their probability that psi_agnostic is not of it."""
+        if self.cfg.decomposition.null_class is None:
+            return metrics["transfer_max_prob"]
+        return 1 - metrics["transfer_null_prob"]
+
     def _consider_for_selection(self, metrics: dict) -> None:
-        """Keep a copy of the EMA networks if this validation is the best so far: the lowest top
-        probability of the independent classifiers on psi_agnostic (1/c is neutral) among validations
-        with ``recon_psnr >= decomposition.select_min_psnr``; before any reaches it, the best
-        reconstruction. Without independent classifiers the last weights are kept."""
+        """Keep a copy of the EMA networks if this validation is the best so far by ``_selection_score``
+        among validations with ``recon_psnr >= decomposition.select_min_psnr``; before any reaches it, the
+        best reconstruction. Without independent classifiers the last weights are kept."""
         if "transfer_max_prob" not in metrics:
             return
         eligible = metrics["recon_psnr"] >= self.cfg.decomposition.select_min_psnr
-        rank = (0, metrics["transfer_max_prob"]) if eligible else (1, -metrics["recon_psnr"])
+        rank = (0, self._selection_score(metrics)) if eligible else (1, -metrics["recon_psnr"])
+        shown = ("transfer_max_prob", "transfer_true_prob", "transfer_argmax_true", "transfer_null_prob",
+                 "agnostic_max_prob", "recon_psnr")
         self.selection["history"].append({"iteration": self.iteration, "eligible": eligible,
-                                          **{k: round(metrics[k], 4) for k in ("transfer_max_prob",
-                                                                              "transfer_true_prob",
-                                                                              "transfer_argmax_true",
-                                                                              "agnostic_max_prob", "recon_psnr")}})
+                                          **{k: round(metrics[k], 4) for k in shown if k in metrics}})
         if self.selection["rank"] is None or rank < tuple(self.selection["rank"]):
             self.selection.update(iteration=self.iteration, rank=list(rank), state={
                 f"{name}.{key}": value.detach().cpu().clone()
@@ -406,11 +423,12 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         state = self.selection["state"]
         if state is None:
             return {"selected_iteration": self.iteration, "selection": "last (no independent classifiers)"}
+        rule = "lowest transfer_max_prob" if self.cfg.decomposition.null_class is None else "highest transfer_null_prob"
         for name in ("generator_ema", "mapping_ema"):
             prefix = f"{name}."
             getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         return {"selected_iteration": self.selection["iteration"],
-                "selection": f"lowest transfer_max_prob with recon_psnr >= {self.cfg.decomposition.select_min_psnr}",
+                "selection": f"{rule} with recon_psnr >= {self.cfg.decomposition.select_min_psnr}",
                 "selection_history": self.selection["history"]}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

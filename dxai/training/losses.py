@@ -59,6 +59,13 @@ def reconstruction_loss(x: torch.Tensor, x_hat_y: torch.Tensor, x_hat_alt: torch
     return distance(x, x_hat_y) + distance(x, x_hat_alt)
 
 
+def null_distinct_loss(psi_distinct: torch.Tensor, is_null: torch.Tensor) -> torch.Tensor:
+    """Eq. 7's distance to zero of the distinct parts of the null class's images: an image without class
+    evidence has nothing that makes it its class (0 for a batch without such images)."""
+    null = psi_distinct[is_null]
+    return distance(null, torch.zeros_like(null)) if len(null) else psi_distinct.new_zeros(())
+
+
 def distinct_mask(psi_distinct: torch.Tensor) -> torch.Tensor:
     """Eq. 13's indicator, B x 1 x H x W: pixels whose |psi_1| (channel mean) exceeds the image's mean."""
     magnitude = psi_distinct.detach().abs().mean(1, keepdim=True)
