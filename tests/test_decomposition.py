@@ -280,11 +280,12 @@ def test_noise_configuration_has_a_null_class_and_a_plain_classifier():
         validate(load_config("noise", ["decomposition.null_class=2"]))
 
 
-def test_with_a_null_class_the_kept_weights_are_those_the_independent_classifiers_call_it_most(tiny):
+def test_with_a_null_class_the_kept_weights_are_those_with_the_emptiest_null_parts(tiny):
     cfg = load_config("synthetic", tiny + ["decomposition.max_steps=4", "decomposition.select_min_psnr=-100",
                                            "decomposition.null_class=0", "classifier.neutral_background_weight=0"])
     section = json.loads((run_pipeline(cfg, "decomposition") / "report" / "metrics.json").read_text())["decomposition"]
-    assert section["selection"].startswith("highest transfer_null_prob")
-    best = max(section["selection_history"], key=lambda entry: entry["transfer_null_prob"])
+    assert section["selection"].startswith("lowest 1 - transfer_null_prob + null_distinct_energy")
+    best = min(section["selection_history"],
+               key=lambda entry: 1 - entry["transfer_null_prob"] + entry["null_distinct_energy"])
     assert section["selected_iteration"] == best["iteration"]
-    assert 0 <= section["transfer_null_prob"] <= 1
+    assert 0 <= section["transfer_null_prob"] <= 1 and section["null_distinct_energy"] >= 0

@@ -347,6 +347,10 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
             if self.cfg.decomposition.null_class is not None:  # their probability of the null class on it
                 null = torch.full_like(y, self.cfg.decomposition.null_class)
                 self._add("transfer_null", transfer_sums(self.independent, agnostic, null))
+        if self.cfg.decomposition.null_class is not None:  # the null class's images should have no distinct part
+            is_null = y == self.cfg.decomposition.null_class
+            self._add("null_distinct_num", distinct[is_null].double().pow(2).sum())
+            self._add("null_distinct_den", centred_energy(x[is_null]).sum())
         if "class_part" in batch:
             for key, value in ground_truth_sums(x, distinct, agnostic, batch["class_part"], batch["background"],
                                                 unit).items():
@@ -377,6 +381,9 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
                 metrics[f"{prefix}_by_classifier"] = scores["by_classifier"]
         if "transfer_null" in sums:
             metrics["transfer_null_prob"] = transfer_scores(sums["transfer_null"], count)["true_prob"]
+        if "null_distinct_num" in sums:
+            energy = sums["null_distinct_num"] / sums["null_distinct_den"].clamp_min(1e-12)
+            metrics["null_distinct_energy"] = float(energy)
         if "gt_count" in sums:
             scores = ground_truth_scores({key: sums[f"gt_{key}"] for key in GT_SUM_KEYS})
             metrics.update({f"gt_{name}": value for name, value in scores.items()})
@@ -395,10 +402,11 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
 
     def _selection_score(self, metrics: dict) -> float:
         """What the kept weights minimise: the independent classifiers' top probability on psi_agnostic
-        (1/c is neutral) or, with a null class, their probability that psi_agnostic is not of it."""
+        (1/c is neutral) or, with a null class, their probability that psi_agnostic is not of it plus the
+        distinct part's share of the null class's images (both 0 when ideal; the first alone saturates)."""
         if self.cfg.decomposition.null_class is None:
             return metrics["transfer_max_prob"]
-        return 1 - metrics["transfer_null_prob"]
+        return 1 - metrics["transfer_null_prob"] + metrics["null_distinct_energy"]
 
     def _consider_for_selection(self, metrics: dict) -> None:
         """Keep a copy of the EMA networks if this validation is the best so far by ``_selection_score``
@@ -409,7 +417,7 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         eligible = metrics["recon_psnr"] >= self.cfg.decomposition.select_min_psnr
         rank = (0, self._selection_score(metrics)) if eligible else (1, -metrics["recon_psnr"])
         shown = ("transfer_max_prob", "transfer_true_prob", "transfer_argmax_true", "transfer_null_prob",
-                 "agnostic_max_prob", "recon_psnr")
+                 "null_distinct_energy", "agnostic_max_prob", "recon_psnr")
         self.selection["history"].append({"iteration": self.iteration, "eligible": eligible,
                                           **{k: round(metrics[k], 4) for k in shown if k in metrics}})
         if self.selection["rank"] is None or rank < tuple(self.selection["rank"]):
@@ -423,7 +431,8 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         state = self.selection["state"]
         if state is None:
             return {"selected_iteration": self.iteration, "selection": "last (no independent classifiers)"}
-        rule = "lowest transfer_max_prob" if self.cfg.decomposition.null_class is None else "highest transfer_null_prob"
+        rule = ("lowest transfer_max_prob" if self.cfg.decomposition.null_class is None
+                else "lowest 1 - transfer_null_prob + null_distinct_energy")
         for name in ("generator_ema", "mapping_ema"):
             prefix = f"{name}."
             getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
