@@ -289,3 +289,26 @@ def test_with_a_null_class_the_kept_weights_are_those_with_the_emptiest_null_par
                key=lambda entry: 1 - entry["transfer_null_prob"] + entry["null_distinct_energy"])
     assert section["selected_iteration"] == best["iteration"]
     assert 0 <= section["transfer_null_prob"] <= 1 and section["null_distinct_energy"] >= 0
+
+
+def test_both_cores_are_taken_at_the_fixed_iteration_after_the_background_ends():
+    class Process:
+        joined = False
+
+        def join(self):
+            self.joined = True
+
+    class Module:
+        iteration = 0
+
+    process, module, threads = Process(), Module(), torch.get_num_threads()
+    callback = decomposition.BothCoresFrom(start=5, threads=1, processes=[process])
+    try:
+        torch.set_num_threads(2)
+        callback.on_train_batch_start(None, module, None, 0)
+        assert not process.joined and torch.get_num_threads() == 2
+        module.iteration = 5
+        callback.on_train_batch_start(None, module, None, 0)
+        assert process.joined and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)

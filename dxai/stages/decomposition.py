@@ -30,7 +30,8 @@ from dxai.run_folder import (
     resume_path,
     save_weights,
 )
-from dxai.training.common import make_trainer
+from dxai.stages import masks
+from dxai.training.common import make_trainer, single_cpu_process
 from dxai.training.decomposition import (
     OPTIMIZER_STEPS_PER_ITERATION,
     STAGE,
@@ -50,6 +51,23 @@ def check_classifier(classifier: nn.Module, cfg: Config, class_names: list[str])
             f"the classifier outputs {outputs} classes, data.num_classes is {cfg.data.num_classes} and the data "
             f"set has {len(class_names)} ({class_names}); train the classifier on this data set "
             "(python train.py --stage classifier) or fix data.num_classes")
+
+
+class BothCoresFrom(pl.Callback):
+    """From iteration ``start`` on, a single CPU process with ``trainer.cpu_threads`` set also takes the
+    core of the background process beside it (the masks stage's reference; 1.7x the iterations/s on two
+    cores). It waits there for that process to end: at a fixed iteration, so that the run's arithmetic,
+    which depends on the thread count, does not depend on how fast the other process was."""
+
+    def __init__(self, start: int, threads: int, processes: list):
+        self.start, self.threads, self.processes, self.switched = start, threads, processes, False
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if not self.switched and module.iteration >= self.start:
+            for process in self.processes:
+                process.join()
+            torch.set_num_threads(self.threads)
+            self.switched = True
 
 
 def save_decomposition(module: DecompositionModule, run_dir: Path) -> None:
@@ -77,12 +95,19 @@ def run(cfg: Config, run_dir: Path) -> dict:
     trainer = make_trainer(gan_cfg, run_dir, STAGE, max_steps=OPTIMIZER_STEPS_PER_ITERATION * d.max_steps,
                            val_every_steps=min(d.val_every_steps, d.max_steps) or None,
                            steps_per_batch=OPTIMIZER_STEPS_PER_ITERATION)
-    with warnings.catch_warnings():
-        # Both are intended: the frozen classifier stays in eval mode, and a checkpoint holds the
-        # state after an iteration's updates, which is where a resumed run must continue.
-        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
-        warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization")
-        trainer.fit(module, datamodule=data, ckpt_path=resume_path(run_dir, STAGE))
+    threads = torch.get_num_threads()
+    if cfg.trainer.cpu_threads and single_cpu_process(cfg.trainer):  # from the first validation on
+        trainer.callbacks.append(BothCoresFrom(min(d.val_every_steps, d.max_steps), 2 * cfg.trainer.cpu_threads,
+                                               masks.early_processes()))
+    try:
+        with warnings.catch_warnings():
+            # Both are intended: the frozen classifier stays in eval mode, and a checkpoint holds the
+            # state after an iteration's updates, which is where a resumed run must continue.
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")
+            warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization")
+            trainer.fit(module, datamodule=data, ckpt_path=resume_path(run_dir, STAGE))
+    finally:
+        torch.set_num_threads(threads)
     selection = module.restore_selected()  # the kept EMA weights, validated once more below
     trainer.validate(module, datamodule=data, verbose=False)
     results = {**module.metrics, "iterations": module.iteration, **selection}

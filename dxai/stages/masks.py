@@ -138,6 +138,11 @@ def background_reference(cfg: Config, classifier: nn.Module, val_set, run_dir: P
     return _EARLY.pop(key, None) or _start_job(cfg, run_dir, cartoonx, images, settings)
 
 
+def early_processes() -> list:
+    """The background processes ``start_early`` started and the stage has not taken over yet."""
+    return list(_EARLY.values())
+
+
 def start_early(cfg: Config, run_dir: Path) -> None:
     """Start ``background_reference``'s process as soon as the classifier exists, so that it runs
     beside the stages before this one (on a CPU the decomposition stage leaves a core idle with
