@@ -3,7 +3,7 @@
 glibc's malloc serves every block of 32 MB or more with its own ``mmap`` and unmaps it on free,
 so a step that allocates a network's activations anew, as every training iteration and every
 CartoonX step does, pays a page fault on each 4 kB page of them, every time. On the 2-core
-CPU machine that was 40 % of a CartoonX step at 256 px and 30 % of a decomposition iteration
+CPU machine that was 40 % of a CartoonX step and 30 % of a decomposition iteration at 256 px
 (docs/experiments.md). Turning off glibc's mmap and trimming lets the freed blocks be reused.
 
 The entry points (``train.py``, ``infer.py``, ``python -m dxai.bench``, the background

@@ -1,7 +1,8 @@
 """Decomposition stage: train the DXAI generator, mapping network and discriminator (eq. 5, 14).
 
 The EMA weights kept are those of the validation whose agnostic part the independent classifiers
-find most neutral (``DecompositionModule.restore_selected``); metrics.json says which iteration.
+find most neutral, or with a null class the emptiest (``DecompositionModule.restore_selected``);
+metrics.json says which iteration.
 
 The results are ``<run>/checkpoints/decomposition/{generator_ema,mapping_ema,discriminator}
 .safetensors`` (read them back with ``dxai.run_folder.load_decomposition``) and the
