@@ -99,6 +99,9 @@ class DecompositionConfig:
     # The kept EMA weights: the validation with the most neutral agnostic part for the independent
     # classifiers among those reconstructing x at least this well (dB); with no independent classifier, the last.
     select_min_psnr: float = 25.0
+    # On one CPU process with trainer.cpu_threads set: the iteration from which the stage takes both cores,
+    # waiting there for the masks stage's background process (None: the first validation).
+    both_cores_from: int | None = None
     # paper (eq. 5-15) | neutral (definition 1: x_hat^y~ pushed to uniform) | swap (neutral, and x_hat^y~ plus
     # another image's distinct part must pass critic and classifier as that image's class)
     objective: str = "paper"
@@ -485,6 +488,7 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         at_least("decomposition.val_every_steps", m.val_every_steps, 1)
         at_least("decomposition.image_every_steps", m.image_every_steps, 1)
         at_least("decomposition.r1_every", m.r1_every, 1)
+        at_least("decomposition.both_cores_from", m.both_cores_from, 0, optional=True)
         if m.null_class is not None and not 0 <= m.null_class < d.num_classes:
             problems.append(f"decomposition.null_class must be a class index from 0 to {d.num_classes - 1} "
                             f"(data.num_classes={d.num_classes}), or null for none, not {m.null_class}")

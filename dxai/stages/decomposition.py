@@ -97,9 +97,9 @@ def run(cfg: Config, run_dir: Path) -> dict:
                            val_every_steps=min(d.val_every_steps, d.max_steps) or None,
                            steps_per_batch=OPTIMIZER_STEPS_PER_ITERATION)
     threads = torch.get_num_threads()
-    if cfg.trainer.cpu_threads and single_cpu_process(cfg.trainer):  # from the first validation on
-        trainer.callbacks.append(BothCoresFrom(min(d.val_every_steps, d.max_steps), 2 * cfg.trainer.cpu_threads,
-                                               masks.early_processes()))
+    if cfg.trainer.cpu_threads and single_cpu_process(cfg.trainer):
+        start = min(d.val_every_steps, d.max_steps) if d.both_cores_from is None else d.both_cores_from
+        trainer.callbacks.append(BothCoresFrom(start, 2 * cfg.trainer.cpu_threads, masks.early_processes()))
     try:
         with warnings.catch_warnings():
             # Both are intended: the frozen classifier stays in eval mode, and a checkpoint holds the
