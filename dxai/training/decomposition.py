@@ -400,6 +400,12 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
 
     # -- the kept weights: chosen without ground truth -------------------------------------------
 
+    def _selection_rule(self) -> str:
+        """``_selection_score`` in words, for metrics.json."""
+        if self.cfg.decomposition.null_class is None:
+            return "lowest transfer_max_prob"
+        return "lowest 1 - transfer_null_prob + null_distinct_energy"
+
     def _selection_score(self, metrics: dict) -> float:
         """What the kept weights minimise: the independent classifiers' top probability on psi_agnostic
         (1/c is neutral) or, with a null class, their probability that psi_agnostic is not of it plus the
@@ -431,13 +437,11 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         state = self.selection["state"]
         if state is None:
             return {"selected_iteration": self.iteration, "selection": "last (no independent classifiers)"}
-        rule = ("lowest transfer_max_prob" if self.cfg.decomposition.null_class is None
-                else "lowest 1 - transfer_null_prob + null_distinct_energy")
         for name in ("generator_ema", "mapping_ema"):
             prefix = f"{name}."
             getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         return {"selected_iteration": self.selection["iteration"],
-                "selection": f"{rule} with recon_psnr >= {self.cfg.decomposition.select_min_psnr}",
+                "selection": f"{self._selection_rule()} with recon_psnr >= {self.cfg.decomposition.select_min_psnr}",
                 "selection_history": self.selection["history"]}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
