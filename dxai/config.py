@@ -145,6 +145,7 @@ class MasksConfig:
     base_channels: int = 32              # predictor width at full resolution
     max_channels: int = 128
     initial_keep: float = 0.95           # every mask entry of a fresh predictor (risk-averse start)
+    coefficient_inputs: bool = True      # the heads also read each wavelet coefficient, standardised per band
     max_steps: int = 600
     lam_warmup: float = 0.6              # fraction of max_steps over which lam ramps up from 0 (continuation)
     lam: float | None = None             # the l1 weight it trains for (None: cartoonx.lam, the one it is scored with)

@@ -50,7 +50,8 @@ def predictor_settings(cfg: Config) -> dict:
     m, c = cfg.masks, cfg.cartoonx
     return {"img_size": cfg.data.img_size, "channels": cfg.data.img_channels, "num_classes": cfg.data.num_classes,
             "levels": c.levels, "wavelet": c.wavelet, "mode": c.mode, "base_channels": m.base_channels,
-            "max_channels": m.max_channels, "initial_keep": m.initial_keep}
+            "max_channels": m.max_channels, "initial_keep": m.initial_keep,
+            "coefficient_inputs": m.coefficient_inputs}
 
 
 def build_mask_predictor(cfg: Config) -> MaskPredictor:

@@ -18,10 +18,12 @@ def randomise_heads(predictor: MaskPredictor, scale: float = 3.0) -> None:
             head.conv.weight.normal_(0, scale)
 
 
+@pytest.mark.parametrize("coefficient_inputs", [False, True])
 @pytest.mark.parametrize("img_size,levels", [(16, 1), (16, 2), (16, 4), (32, 3), (32, 5), (64, 2), (64, 4),
                                              (256, 5)])
-def test_masks_have_the_cartoonx_shapes_and_lie_in_unit_range(img_size, levels):
-    predictor = MaskPredictor(img_size, 3, 4, levels, base_channels=4, max_channels=8)
+def test_masks_have_the_cartoonx_shapes_and_lie_in_unit_range(img_size, levels, coefficient_inputs):
+    predictor = MaskPredictor(img_size, 3, 4, levels, base_channels=4, max_channels=8,
+                              coefficient_inputs=coefficient_inputs)
     randomise_heads(predictor)
     masks = predictor(torch.rand(2, 3, img_size, img_size), torch.tensor([0, 3]))
     assert [tuple(band.shape) for band in masks] == [(2, *shape) for shape in mask_shapes(img_size, levels)]
@@ -30,8 +32,9 @@ def test_masks_have_the_cartoonx_shapes_and_lie_in_unit_range(img_size, levels):
     assert float(flat.std()) > 0.1
 
 
-def test_other_image_sizes_get_masks_of_their_own_size():
-    predictor = MaskPredictor(32, 1, 2, 3, base_channels=4)
+@pytest.mark.parametrize("coefficient_inputs", [False, True])
+def test_other_image_sizes_get_masks_of_their_own_size(coefficient_inputs):
+    predictor = MaskPredictor(32, 1, 2, 3, base_channels=4, coefficient_inputs=coefficient_inputs)
     masks = predictor(torch.rand(1, 1, 64, 48), torch.tensor([1]))
     assert [tuple(band.shape[1:]) for band in masks] == mask_shapes((64, 48), 3)
 
@@ -40,6 +43,33 @@ def test_a_fresh_predictor_keeps_nearly_everything():
     predictor = MaskPredictor(32, 3, 3, 3, base_channels=8, initial_keep=0.95)
     flat = flatten_mask(predictor(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])))
     assert torch.allclose(flat, torch.full_like(flat, 0.95), atol=1e-5)
+
+
+def test_coefficient_features_are_the_standardised_wavelet_coefficients_and_their_size():
+    images = torch.rand(2, 3, 32, 32)
+    features = MaskPredictor(32, 3, 3, 3, coefficient_inputs=True).coefficient_features(images)
+    for band, feature in zip(WaveletTransform(3).decompose(images), features, strict=True):
+        assert feature.shape == (2, 6, *band.shape[2:])
+        flat = band.flatten(1)
+        expected = (band - flat.mean(1).view(-1, *[1] * (band.dim() - 1))) / flat.std(1, correction=0).view(
+            -1, *[1] * (band.dim() - 1))
+        assert torch.allclose(feature[:, :3], expected, atol=1e-5)
+        assert torch.equal(feature[:, 3:], feature[:, :3].abs())
+
+
+def test_a_head_reading_the_coefficients_keeps_the_largest():
+    """Weights on the coefficients' absolute values alone: the low-pass mask grows with each
+    coefficient's distance from its band's mean, wherever the image puts the large ones."""
+    predictor = MaskPredictor(32, 3, 3, 3, base_channels=4, coefficient_inputs=True)
+    images = torch.rand(2, 3, 32, 32)
+    head = predictor.low_head
+    with torch.no_grad():
+        head.conv.weight[:, -3:] = 0.3  # logits within (-2, 1): no entry is clamped
+        head.conv.bias.fill_(-2.0)
+    masks = predictor(images, torch.tensor([0, 2]))[0].flatten(1)
+    size = predictor.coefficient_features(images)[0][:, 3:].sum(1).flatten(1)
+    assert torch.equal(masks.argmax(1), size.argmax(1))
+    assert float(torch.corrcoef(torch.stack([masks[0], size[0]]))[0, 1]) > 0.8
 
 
 def test_each_class_has_its_own_mask():

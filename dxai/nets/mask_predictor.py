@@ -18,7 +18,12 @@ a head reads the border's features plus one more channel, the distance beyond th
 coefficient steps (times BEYOND_GAIN, so that its single weight learns about as fast as the
 weights of a whole feature vector): without it, every kept border coefficient would be
 copied outwards. The band shapes are exactly those of ``dxai.wavelets.mask_shapes``. Each
-head has one output map per class and the class to explain picks its map.
+head has one output map per class and the class to explain picks its map. With
+``coefficient_inputs`` a head also reads, at each of its entries, the image's wavelet coefficient
+there (per colour channel, standardised by the band's mean and std, and its absolute value): what
+the entry trades against l1 is how far that coefficient lies from the noise that replaces it, which
+the U-Net's pixel features would have to learn the transform to see (``masks.coefficient_inputs``;
+docs/experiments.md has the measurements).
 
 Mask values are sigmoids stretched to (-STRETCH, 1 + STRETCH) and clamped to [0, 1]: RDE
 optima keep very few coefficients, and a plain sigmoid's floor (e.g. 0.007 at logit -5) on
@@ -40,7 +45,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dxai.wavelets import DEFAULT_MODE, DEFAULT_WAVELET, Bands, ImageSize, check_levels, mask_shapes
+from dxai.wavelets import (
+    DEFAULT_MODE,
+    DEFAULT_WAVELET,
+    Bands,
+    ImageSize,
+    WaveletTransform,
+    check_levels,
+    mask_shapes,
+)
 
 STRETCH = 0.1
 BEYOND_GAIN = 8.0
@@ -123,21 +136,22 @@ class UpBlock(nn.Module):
 class BandHead(nn.Module):
     """One band map per class, read off features sampled at the band's coefficients."""
 
-    def __init__(self, in_channels: int, num_classes: int, initial_keep: float):
+    def __init__(self, in_channels: int, num_classes: int, initial_keep: float, coefficient_channels: int = 0):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels + 1, num_classes, 1)
+        self.conv = nn.Conv2d(in_channels + 1 + coefficient_channels, num_classes, 1)
         nn.init.zeros_(self.conv.weight)
         probability = (initial_keep + STRETCH) / (1 + 2 * STRETCH)
         nn.init.constant_(self.conv.bias, math.log(probability / (1 - probability)))
 
     def forward(self, features: torch.Tensor, target: torch.Tensor, grid: torch.Tensor,
-                beyond: torch.Tensor) -> torch.Tensor:
-        """features (B, C, h, w), target (B,), the band's grid (1, h', w', 2) and beyond
-        (1, 1, h', w') -> (B, 1, h', w') in [0, 1]."""
+                beyond: torch.Tensor, coefficients: torch.Tensor | None = None) -> torch.Tensor:
+        """features (B, C, h, w), target (B,), the band's grid (1, h', w', 2), beyond
+        (1, 1, h', w') and optionally per-coefficient inputs (B, K, h', w') -> (B, 1, h', w') in [0, 1]."""
         batch = len(features)
         sampled = F.grid_sample(features, grid.expand(batch, -1, -1, -1), mode="bilinear", padding_mode="border",
                                 align_corners=False)
-        logits = self.conv(torch.cat([sampled, BEYOND_GAIN * beyond.expand(batch, -1, -1, -1)], dim=1))
+        inputs = [sampled, BEYOND_GAIN * beyond.expand(batch, -1, -1, -1)]
+        logits = self.conv(torch.cat(inputs if coefficients is None else [*inputs, coefficients], dim=1))
         logits = logits.gather(1, target.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[-2:]))
         values = torch.sigmoid(logits) * (1 + 2 * STRETCH) - STRETCH
         return values + (values.clamp(0, 1) - values).detach()
@@ -154,7 +168,8 @@ class MaskPredictor(nn.Module):
 
     def __init__(self, img_size: ImageSize, channels: int, num_classes: int, levels: int,
                  wavelet: str = DEFAULT_WAVELET, mode: str = DEFAULT_MODE, base_channels: int = 16,
-                 max_channels: int = 128, initial_keep: float = 0.95):
+                 max_channels: int = 128, initial_keep: float = 0.95, coefficient_inputs: bool = False):
+        # coefficient_inputs defaults to False, the architecture of bundles exported before it existed
         super().__init__()
         check_levels(levels, img_size)
         self.img_size, self.channels, self.num_classes = img_size, channels, num_classes
@@ -165,8 +180,10 @@ class MaskPredictor(nn.Module):
                                   for in_width, width in zip(in_widths, widths))
         self.context = nn.Sequential(ConvBlock(widths[-1], widths[-1]), ConvBlock(widths[-1], widths[-1]))
         self.up = nn.ModuleList(UpBlock(widths[j + 1], widths[j], widths[j]) for j in range(levels - 1))
-        self.low_head = BandHead(widths[-1], num_classes, initial_keep)
-        self.high_heads = nn.ModuleList(nn.ModuleList(BandHead(width, num_classes, initial_keep)
+        self.coefficient_inputs = coefficient_inputs
+        extra = 2 * channels if coefficient_inputs else 0
+        self.low_head = BandHead(widths[-1], num_classes, initial_keep, extra)
+        self.high_heads = nn.ModuleList(nn.ModuleList(BandHead(width, num_classes, initial_keep, extra)
                                                       for _ in ORIENTATION_FILTERS) for width in widths)
 
     def forward(self, images: torch.Tensor, target: torch.Tensor) -> Bands:
@@ -179,8 +196,29 @@ class MaskPredictor(nn.Module):
         for j in range(self.levels - 2, -1, -1):
             decoded.append(self.up[j](decoded[-1], encoded[j]))
         decoded = decoded[::-1]                           # decoded[j - 1]: level j
-        low = self.low_head(decoded[-1], target, *grids[0])
-        highs = [torch.stack([head(features, target, *grids[1 + 3 * level + orientation])[:, 0]
+        inputs = self.coefficient_features(images) if self.coefficient_inputs else [None] * (1 + self.levels)
+        low = self.low_head(decoded[-1], target, *grids[0], inputs[0])
+        highs = [torch.stack([head(features, target, *grids[1 + 3 * level + orientation],
+                                   None if inputs[1 + level] is None else inputs[1 + level][:, :, orientation])[:, 0]
                               for orientation, head in enumerate(heads)], dim=1).unsqueeze(1)
                  for level, (heads, features) in enumerate(zip(self.high_heads, decoded, strict=True))]
         return [low, *highs]
+
+    def coefficient_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """What the heads read beside the U-Net's features, per band map: each coefficient of
+        ``images`` standardised by its band's mean and std (those of CartoonX's adaptive noise) and
+        its absolute value, per colour channel: (B, 2C, h, w) for the low-pass, (B, 2C, 3, h_j, w_j)
+        for level j. How far a coefficient lies from the noise that replaces it when it is dropped
+        is what its mask entry trades against l1, and the U-Net sees pixels only."""
+        features = []
+        for band in _transform(self.levels, self.wavelet, self.mode, images.device, images.dtype).decompose(images):
+            flat, shape = band.flatten(1), (len(band),) + (1,) * (band.dim() - 1)
+            standardised = (band - flat.mean(1).view(shape)) / (flat.std(1, correction=0).view(shape) + 1e-8)
+            features.append(torch.cat([standardised, standardised.abs()], dim=1))
+        return features
+
+
+@lru_cache(maxsize=8)
+def _transform(levels: int, wavelet: str, mode: str, device: torch.device, dtype: torch.dtype) -> WaveletTransform:
+    """The wavelet transform of ``coefficient_features``, kept out of the module's state (nothing in it is learnt)."""
+    return WaveletTransform(levels, wavelet, mode).to(device, dtype)
