@@ -58,7 +58,8 @@ def test_bundle_round_trip_matches_the_training_time_modules(run_dir, images):
     predictor = load_mask_predictor(cfg, run_dir)
     assert torch.allclose(explanation.probabilities, classifier(x).softmax(1), atol=1e-6)
     branches = decompose(generator, class_styles(mapping, cfg.data.num_classes), x, explanation.predicted)
-    assert torch.allclose(explanation.branches, branches, atol=1e-6)
+    # float rounding only: the Explainer splits the batch over the cores and runs the fast forward
+    assert torch.allclose(explanation.branches, branches, atol=1e-5)
     masks = predictor(images, explanation.predicted)
     assert torch.allclose(explanation.mask, torch.cat([band.flatten(1) for band in masks], 1), atol=1e-6)
     manifest = json.loads((run_dir / "model" / "model.json").read_text())
@@ -96,7 +97,8 @@ def test_refinement_follows_the_bundles_refinement_schedule(run_dir, images, mon
 
     monkeypatch.setattr(rde.MaskOptimizer, "__init__", spy)
     explainer.explain(images, refine_steps=3)
-    assert used == [(rde.SCHEDULES["refine"], 3)]
+    c = load_config("synthetic").cartoonx
+    assert used == [(rde.Schedule(c.refine_lr, c.refine_final_lr_fraction, c.refine_num_samples), 3)]
 
 
 def test_bad_bundles_are_clear_errors(run_dir, tmp_path):
