@@ -196,10 +196,14 @@ class MaskPredictor(nn.Module):
         for j in range(self.levels - 2, -1, -1):
             decoded.append(self.up[j](decoded[-1], encoded[j]))
         decoded = decoded[::-1]                           # decoded[j - 1]: level j
-        inputs = self.coefficient_features(images) if self.coefficient_inputs else [None] * (1 + self.levels)
-        low = self.low_head(decoded[-1], target, *grids[0], inputs[0])
+        coefficients = [None] * len(grids)                # per band map, in the order of ``grids``
+        if self.coefficient_inputs:
+            low_features, *high_features = self.coefficient_features(images)
+            coefficients = [low_features] + [level[:, :, orientation] for level in high_features
+                                             for orientation in range(len(ORIENTATION_FILTERS))]
+        low = self.low_head(decoded[-1], target, *grids[0], coefficients[0])
         highs = [torch.stack([head(features, target, *grids[1 + 3 * level + orientation],
-                                   None if inputs[1 + level] is None else inputs[1 + level][:, :, orientation])[:, 0]
+                                   coefficients[1 + 3 * level + orientation])[:, 0]
                               for orientation, head in enumerate(heads)], dim=1).unsqueeze(1)
                  for level, (heads, features) in enumerate(zip(self.high_heads, decoded, strict=True))]
         return [low, *highs]
