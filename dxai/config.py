@@ -105,6 +105,7 @@ class DecompositionConfig:
     # paper (eq. 5-15) | neutral (definition 1: x_hat^y~ pushed to uniform) | swap (neutral, and x_hat^y~ plus
     # another image's distinct part must pass critic and classifier as that image's class)
     objective: str = "paper"
+    lambda_swap: float = 1.0             # swap: the class swaps' share of the adversarial and class terms
     # A class whose images carry no class evidence (the clean class of the noise family): its images'
     # distinct part is pushed to zero (lambda_null), and neutral/swap push x_hat^y~ to it, not to uniform.
     null_class: int | None = None

@@ -71,3 +71,22 @@ def test_styles_must_be_a_multiple_of_the_images():
     generator = _generator("add")
     with pytest.raises(generator_module.GeneratorError, match="k \\* B styles for B images"):
         generator(torch.randn(2, 3, 16, 16), torch.randn(3, 8))
+
+
+@pytest.mark.parametrize("channels", [3, 7, 64])
+@pytest.mark.parametrize("size", [6, 16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_norm_and_pool_of_one_branch_equal_torch(channels, size, channels_last):
+    """The per-branch path's instance norm (wide rows in channels-last) and 2x2 pooling equal torch's."""
+    from torch.nn import functional as F
+
+    from dxai.nets.blocks import average_pool, scaled_norm
+    torch.manual_seed(0)
+    x = 3 * torch.randn(2, channels, size, size) + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    scale, shift = torch.randn(2, channels), torch.randn(2, channels)
+    expected = F.instance_norm(x, eps=1e-5) * scale[..., None, None] + shift[..., None, None]
+    assert torch.allclose(scaled_norm(x, scale, shift, 1e-5), expected, atol=1e-5)
+    assert torch.allclose(average_pool(x), F.avg_pool2d(x, 2), atol=1e-6)
+    assert average_pool(x).is_contiguous(memory_format=torch.channels_last) == channels_last

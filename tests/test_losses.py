@@ -174,3 +174,12 @@ def test_beta_auc_drops_when_the_distinct_part_carries_the_class():
     assert auc_of_curve(unchanged / 4) == pytest.approx(1.0)
     probability = top_probability(SignClassifier(), torch.zeros(2, 1, 2, 2))
     assert torch.allclose(probability, torch.full((2,), 0.5))
+
+
+def test_adversarial_loss_weights_each_samples_share():
+    """The swap objective's lambda_swap: weight 1 is the plain mean; weight 0 drops a sample's term."""
+    logits = torch.tensor([0.5, -1.0, 2.0])
+    plain = losses.adversarial_loss(logits, real=True)
+    assert torch.equal(losses.adversarial_loss(logits, real=True, weight=torch.ones(3)), plain)
+    dropped = losses.adversarial_loss(logits, real=True, weight=torch.tensor([1.0, 1.0, 0.0]))
+    assert torch.allclose(dropped, losses.adversarial_loss(logits[:2], real=True) * 2 / 3)

@@ -121,6 +121,21 @@ def branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups: int, scal
     return F.conv2d(x, weight, bias, conv.stride, conv.padding)
 
 
+def pointwise_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
+    """``branch_conv`` of a 1x1 ``conv`` on a channels-last ``x``, with a contiguous (NCHW) result: one
+    matrix product of the weights with the positions' channel vectors. For the generator's last layer
+    (a few output channels), where the convolution and the copy of its channels-last result into the
+    branches' stack both run along rows of a few elements."""
+    width = conv.out_channels // groups
+    rows = slice(branch * width, (branch + 1) * width)
+    batch, channels, height, width_px = x.shape
+    positions = x.permute(0, 2, 3, 1).reshape(batch, height * width_px, channels)
+    out = torch.matmul(conv.weight[rows].view(width, channels), positions.transpose(1, 2))
+    if conv.bias is not None:
+        out = out + conv.bias[rows].view(1, width, 1)
+    return out.view(batch, width, height, width_px)
+
+
 # Row r of a 3x3 kernel seen from a nearest-2x-upsampled input, per output phase p (row 2i + p):
 # the taps that read input row i - 1 + a of the small image, summed (``[p][a][r]``).
 _UPSAMPLED_TAPS = ((1, 0, 0), (0, 1, 1), (0, 0, 0)), ((0, 0, 0), (1, 1, 0), (0, 0, 1))
@@ -138,16 +153,34 @@ def upsampled_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups:
     return F.pixel_shuffle(F.conv2d(x, phases.flatten(0, 2), bias, padding=1), 2)
 
 
-def _position_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image and channel, the sum and the sum of squares of ``x`` over the positions: (B, C) each, fp32."""
+WIDE_ROW = 64  # elements per row of the wide view of a channels-last tensor with few channels
+
+
+def _wide_rows(x: torch.Tensor) -> torch.Tensor | None:
+    """A channels-last ``x`` (B x C x H x W) as a (B, HW / k, k * C) view: k positions per row, so that
+    a per-channel multiply-add or sum runs along rows of about ``WIDE_ROW`` elements, not of C (7
+    channels at 256 px: 3x faster). None for NCHW ``x``."""
     if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return None
+    batch, channels, height, width = x.shape
+    repeats = 1 << max(0, (WIDE_ROW // channels).bit_length() - 1)
+    while (height * width) % repeats:
+        repeats //= 2
+    return x.permute(0, 2, 3, 1).reshape(batch, height * width // repeats, repeats * channels)
+
+
+def _position_sums(x: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and channel, the sum and the sum of squares of ``x`` over the positions: (B, C) each, fp32."""
+    if rows is None:
         flat = x.flatten(2).float()
         return flat.sum(2), torch.linalg.vecdot(flat, flat)
-    # Channels-last: (B, HW, C) is a view; the squares as the diagonal of its Gram matrix (one fast
-    # matrix product) beat a strided reduction of x * x.
+    batch, channels = x.shape[:2]
+    sums = rows.float().sum(1).view(batch, -1, channels).sum(1)
+    # The squares as the diagonal of the (B, HW, C) view's Gram matrix (one fast matrix product) beat a
+    # strided reduction of x * x.
     positions = x.permute(0, 2, 3, 1).flatten(1, 2).float()
     squares = torch.bmm(positions.transpose(1, 2), positions).diagonal(dim1=1, dim2=2)
-    return positions.sum(1), squares
+    return sums, squares
 
 
 def scaled_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
@@ -155,19 +188,38 @@ def scaled_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: 
 
     The statistics are computed in fp32 (also under autocast), for NCHW and channels-last ``x``.
     """
-    sums, squares = _position_sums(x)
+    rows = _wide_rows(x)
+    sums, squares = _position_sums(x, rows)
     count = x.shape[2] * x.shape[3]
     mean = sums / count
     var = (squares / count - mean * mean).clamp_min(0)
-    mean, var = mean.to(x.dtype)[..., None, None], var.to(x.dtype)[..., None, None]
-    scale = scale.view(*scale.shape[:-1], -1, 1, 1) * torch.rsqrt(var + eps)
-    return torch.addcmul(shift.view(*shift.shape[:-1], -1, 1, 1) - mean * scale, x, scale)
+    mean, var = mean.to(x.dtype), var.to(x.dtype)
+    scale = scale.expand_as(mean) * torch.rsqrt(var + eps)  # B x C
+    shift = shift.expand_as(mean) - mean * scale
+    if rows is None:
+        return torch.addcmul(shift[..., None, None], x, scale[..., None, None])
+    repeats = rows.shape[2] // x.shape[1]
+    out = torch.addcmul(shift.repeat(1, repeats)[:, None], rows, scale.repeat(1, repeats)[:, None])
+    batch, channels, height, width = x.shape
+    return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
 def branch_norm(norm: nn.InstanceNorm2d, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
     width = norm.num_features // groups
     rows = slice(branch * width, (branch + 1) * width)
     return scaled_norm(x, norm.weight[rows], norm.bias[rows], norm.eps)
+
+
+def average_pool(x: torch.Tensor) -> torch.Tensor:
+    """``F.avg_pool2d(x, 2)``; for a channels-last ``x`` as two adds of contiguous halves (rows, then
+    column pairs), 3x faster than the pooling kernel at 7 channels and 256 px."""
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last) or x.shape[-1] % 2 \
+            or x.shape[-2] % 2:
+        return F.avg_pool2d(x, 2)
+    batch, channels, height, width = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(batch, height // 2, 2, width // 2, 2 * channels)
+    pairs = (rows[:, :, 0] + rows[:, :, 1]).view(batch, height // 2, width // 2, 2, channels)
+    return (pairs[..., 0, :] + pairs[..., 1, :]).mul_(0.25).permute(0, 3, 1, 2)
 
 
 def _merge(skip: torch.Tensor, residual_over_sqrt2: torch.Tensor) -> torch.Tensor:
@@ -180,13 +232,14 @@ def resblk_branch(block: ResBlk, x: torch.Tensor, branch: int, groups: int) -> t
     h = branch_norm(block.norm1, x, branch, groups) if block.normalize else x
     h = branch_conv(block.conv1, F.leaky_relu(h, 0.2), branch, groups)
     if block.downsample:
-        h = F.avg_pool2d(h, 2)
+        h = average_pool(h)
     if block.normalize:
         h = branch_norm(block.norm2, h, branch, groups)
     h = branch_conv(block.conv2, F.leaky_relu(h, 0.2), branch, groups, INV_SQRT2)
-    skip = branch_conv(block.shortcut, x, branch, groups) if block.shortcut is not None else x
-    if block.downsample:
-        skip = F.avg_pool2d(skip, 2)
+    # The 1x1 shortcut commutes with the average pooling: applied after it, on a quarter of the positions.
+    skip = average_pool(x) if block.downsample else x
+    if block.shortcut is not None:
+        skip = branch_conv(block.shortcut, skip, branch, groups)
     return _merge(skip, h)
 
 

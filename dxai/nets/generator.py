@@ -17,7 +17,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from dxai.errors import DXAIError
-from dxai.nets.blocks import AdainResBlk, ResBlk, adain_params, adain_resblk_branch, branch_conv, resblk_branch
+from dxai.nets.blocks import (
+    AdainResBlk,
+    ResBlk,
+    adain_params,
+    adain_resblk_branch,
+    branch_conv,
+    pointwise_branch_conv,
+    resblk_branch,
+)
 
 SKIPS = ("add", "concat")
 PER_BRANCH_TRAINING_MIN_SIZE = 128  # with gradients, smaller images run the grouped forward (faster backward)
@@ -145,7 +153,7 @@ class Generator(nn.Module):
                     h = h + skips.pop()
                 if return_features:
                     features[index].append(h)
-            outputs.append(branch_conv(self.to_rgb, F.leaky_relu(h, 0.2), k, n))
+            outputs.append(pointwise_branch_conv(self.to_rgb, F.leaky_relu(h, 0.2), k, n))
         branches = torch.stack(outputs, dim=1).contiguous()
         if return_features:
             return branches, [torch.cat(parts, dim=1) for parts in features]

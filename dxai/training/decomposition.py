@@ -217,7 +217,7 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
                    else F.cross_entropy(agnostic_logits, torch.full_like(y, d.null_class)))
         term = F.cross_entropy(logits[:batch], y) + neutral
         if d.objective == "swap" and len(swap[1]):
-            term = term + F.cross_entropy(logits[2 * batch:], swap[1])
+            term = term + d.lambda_swap * F.cross_entropy(logits[2 * batch:], swap[1])
         return term
 
     def _generator_terms(self, x, y, y_alt, branches, features, x_hat_y, x_hat_alt,
@@ -226,8 +226,13 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         batch = len(x)
         classifier_logits = self.classifier(torch.cat([x_hat_y, x_hat_alt, *([swap[0]] if swap else [])]))
         fakes, fake_labels = self._critic_inputs(y, y_alt, x_hat_y, x_hat_alt, swap)
+        share = None
+        if d.objective == "swap":  # x_hat^y's samples count 1 each, the class swaps lambda_swap each
+            share = torch.ones(len(fakes), device=fakes.device, dtype=fakes.dtype)
+            share[batch:] = d.lambda_swap
         terms = {
-            "adv": losses.adversarial_loss(losses.select_head(self.discriminator(fakes), fake_labels), real=True),
+            "adv": losses.adversarial_loss(losses.select_head(self.discriminator(fakes), fake_labels), real=True,
+                                           weight=share),
             "cf": self._class_term(classifier_logits, y, y_alt, swap),
             "rec": losses.reconstruction_loss(x, x_hat_y, x_hat_alt),
             "dr": losses.dis_rec_loss(x, x_hat_y, branches[:batch, 0]),

@@ -18,10 +18,11 @@ def select_head(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, labels[:, None]).squeeze(1)
 
 
-def adversarial_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """Non-saturating GAN loss (eq. 11) on one head's logits: -log D for real, -log(1 - D) for fake."""
+def adversarial_loss(logits: torch.Tensor, real: bool, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Non-saturating GAN loss (eq. 11) on one head's logits: -log D for real, -log(1 - D) for fake;
+    ``weight`` (one per sample) scales each sample's share of the mean."""
     target = torch.full_like(logits, 1.0 if real else 0.0)
-    return F.binary_cross_entropy_with_logits(logits, target)
+    return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
 
 
 def r1_penalty(real_logits: torch.Tensor, real_images: torch.Tensor) -> torch.Tensor:
