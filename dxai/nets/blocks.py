@@ -126,14 +126,14 @@ def pointwise_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups:
     matrix product of the weights with the positions' channel vectors. For the generator's last layer
     (a few output channels), where the convolution and the copy of its channels-last result into the
     branches' stack both run along rows of a few elements."""
-    width = conv.out_channels // groups
-    rows = slice(branch * width, (branch + 1) * width)
-    batch, channels, height, width_px = x.shape
-    positions = x.permute(0, 2, 3, 1).reshape(batch, height * width_px, channels)
-    out = torch.matmul(conv.weight[rows].view(width, channels), positions.transpose(1, 2))
+    outputs = conv.out_channels // groups
+    rows = slice(branch * outputs, (branch + 1) * outputs)
+    batch, channels, height, width = x.shape
+    positions = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+    out = torch.matmul(conv.weight[rows].view(outputs, channels), positions.transpose(1, 2))
     if conv.bias is not None:
-        out = out + conv.bias[rows].view(1, width, 1)
-    return out.view(batch, width, height, width_px)
+        out = out + conv.bias[rows].view(1, outputs, 1)
+    return out.view(batch, outputs, height, width)
 
 
 # Row r of a 3x3 kernel seen from a nearest-2x-upsampled input, per output phase p (row 2i + p):
