@@ -110,11 +110,22 @@ class AdainResBlk(nn.Module):
 # (docs/experiments.md, "The generator's forward"). The grouped ``forward`` above is the
 # definition; ``tests/test_generator_fast.py`` holds the two equal.
 
+def _branch_rows(count: int, branch: int, groups: int) -> slice:
+    """The rows of branch ``branch`` in a branch-major parameter of ``count`` rows."""
+    width = count // groups
+    return slice(branch * width, (branch + 1) * width)
+
+
+def _channels_last_only(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last and not also plain contiguous (as tensors with one
+    channel or one position are)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups: int, scale: float = 1.0) -> torch.Tensor:
     """Branch ``branch``'s part of the grouped ``conv`` on that branch's features ``x`` (B x C x H x W),
     times ``scale`` (folded into the weights, which are far smaller than the features)."""
-    width = conv.out_channels // groups
-    rows = slice(branch * width, (branch + 1) * width)
+    rows = _branch_rows(conv.out_channels, branch, groups)
     weight, bias = conv.weight[rows], None if conv.bias is None else conv.bias[rows]
     if scale != 1.0:
         weight, bias = weight * scale, None if bias is None else bias * scale
@@ -126,8 +137,8 @@ def pointwise_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups:
     matrix product of the weights with the positions' channel vectors. For the generator's last layer
     (a few output channels), where the convolution and the copy of its channels-last result into the
     branches' stack both run along rows of a few elements."""
-    outputs = conv.out_channels // groups
-    rows = slice(branch * outputs, (branch + 1) * outputs)
+    rows = _branch_rows(conv.out_channels, branch, groups)
+    outputs = rows.stop - rows.start
     batch, channels, height, width = x.shape
     positions = x.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
     out = torch.matmul(conv.weight[rows].view(outputs, channels), positions.transpose(1, 2))
@@ -145,8 +156,7 @@ def upsampled_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups:
     """``branch_conv(conv, nearest_2x_upsample(x))`` for a 3x3, padding-1 ``conv``, as a sub-pixel
     convolution: one 3x3 convolution of ``x`` itself with the four output phases' kernels, and a pixel
     shuffle. The same sums of products, without the upsampled copy and on a quarter of the positions."""
-    width = conv.out_channels // groups
-    rows = slice(branch * width, (branch + 1) * width)
+    rows = _branch_rows(conv.out_channels, branch, groups)
     taps = torch.tensor(_UPSAMPLED_TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
     phases = torch.einsum("pay,qbx,oiyx->opqiab", taps, taps, conv.weight[rows])
     bias = None if conv.bias is None else conv.bias[rows].repeat_interleave(4)
@@ -160,7 +170,7 @@ def _wide_rows(x: torch.Tensor) -> torch.Tensor | None:
     """A channels-last ``x`` (B x C x H x W) as a (B, HW / k, k * C) view: k positions per row, so that
     a per-channel multiply-add or sum runs along rows of about ``WIDE_ROW`` elements, not of C (7
     channels at 256 px: 3x faster). None for NCHW ``x``."""
-    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+    if not _channels_last_only(x):
         return None
     batch, channels, height, width = x.shape
     repeats = 1 << max(0, (WIDE_ROW // channels).bit_length() - 1)
@@ -205,16 +215,14 @@ def scaled_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: 
 
 
 def branch_norm(norm: nn.InstanceNorm2d, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
-    width = norm.num_features // groups
-    rows = slice(branch * width, (branch + 1) * width)
+    rows = _branch_rows(norm.num_features, branch, groups)
     return scaled_norm(x, norm.weight[rows], norm.bias[rows], norm.eps)
 
 
 def average_pool(x: torch.Tensor) -> torch.Tensor:
     """``F.avg_pool2d(x, 2)``; for a channels-last ``x`` as two adds of contiguous halves (rows, then
     column pairs), 3x faster than the pooling kernel at 7 channels and 256 px."""
-    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last) or x.shape[-1] % 2 \
-            or x.shape[-2] % 2:
+    if not _channels_last_only(x) or x.shape[-1] % 2 or x.shape[-2] % 2:
         return F.avg_pool2d(x, 2)
     batch, channels, height, width = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(batch, height // 2, 2, width // 2, 2 * channels)
