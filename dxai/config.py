@@ -99,6 +99,7 @@ class DecompositionConfig:
     # The kept EMA weights: the validation with the most neutral agnostic part for the independent
     # classifiers among those reconstructing x at least this well (dB); with no independent classifier, the last.
     select_min_psnr: float = 25.0
+    select_tolerance: float = 0.005      # scores closer than this are a tie, won by the higher recon_psnr
     # On one CPU process with trainer.cpu_threads set: the iteration from which the stage takes both cores,
     # waiting there for the masks stage's background process (None: the first validation).
     both_cores_from: int | None = None
@@ -106,6 +107,11 @@ class DecompositionConfig:
     # another image's distinct part must pass critic and classifier as that image's class)
     objective: str = "paper"
     lambda_swap: float = 1.0             # swap: the class swaps' share of the adversarial and class terms
+    # The explained classifier judges random views of the fakes (dxai/training/views.py): a shift of up to
+    # view_shift pixels, a mirror image with view_flip, Gaussian noise of std view_noise (model domain)
+    view_shift: int = 0
+    view_flip: bool = False
+    view_noise: float = 0.0
     # A class whose images carry no class evidence (the clean class of the noise family): its images'
     # distinct part is pushed to zero (lambda_null), and neutral/swap push x_hat^y~ to it, not to uniform.
     null_class: int | None = None

@@ -190,7 +190,8 @@ def test_ddp_is_told_about_the_unused_parameters_of_each_backward():
 
 
 def test_the_kept_weights_are_those_of_the_most_neutral_validation_for_the_independent_classifiers(tiny):
-    cfg = load_config("synthetic", tiny + ["decomposition.max_steps=6", "decomposition.select_min_psnr=-100"])
+    cfg = load_config("synthetic", tiny + ["decomposition.max_steps=6", "decomposition.select_min_psnr=-100",
+                                           "decomposition.select_tolerance=0"])
     run_dir = run_pipeline(cfg, "decomposition")
     section = json.loads((run_dir / "report" / "metrics.json").read_text())["decomposition"]
     history = section["selection_history"]
@@ -205,6 +206,37 @@ def test_the_kept_weights_are_those_of_the_most_neutral_validation_for_the_indep
     kept = load_decomposition(cfg, run_dir)[0].state_dict()
     selected = torch.load(checkpoint_dir(run_dir, "decomposition") / "last.ckpt", weights_only=False)["dxai_selection"]
     assert all(torch.equal(kept[key], selected["state"][f"generator_ema.{key}"]) for key in kept)
+
+
+def test_a_tie_in_neutrality_goes_to_the_better_reconstruction():
+    from dxai.training.decomposition import DecompositionModule
+
+    cfg = load_config("synthetic", TINY_DECOMPOSITION + ["data.img_size=16", "decomposition.select_min_psnr=30",
+                                                         "decomposition.select_tolerance=0.005"])
+    module = DecompositionModule(cfg, build_classifier("simple", 3, 3, 16))
+
+    def offer(score, psnr):
+        candidate = {"eligible": psnr >= 30, "score": score, "psnr": psnr}
+        replaced = module._replaces_kept(candidate)
+        if replaced:
+            module.selection["kept"] = candidate
+        return replaced
+
+    assert offer(0.40, 26.0)             # nothing kept yet
+    assert offer(0.45, 27.0)             # none eligible: the better reconstruction
+    assert offer(0.36, 31.0)             # the first eligible one
+    assert not offer(0.50, 40.0)         # less neutral by more than the tolerance
+    assert offer(0.3630, 35.0)           # as neutral within the tolerance, better reconstructed
+    assert not offer(0.3601, 34.0)       # more neutral by less than the tolerance, worse reconstructed
+    assert offer(0.35, 33.0)             # more neutral by more than the tolerance
+    assert not offer(0.10, 29.0)         # not eligible once one is
+
+    old_checkpoint = {"state_dict": {}, "dxai_selection": {  # written before select_tolerance existed
+        "history": [{"iteration": 600, "eligible": True, "recon_psnr": 34.2}], "iteration": 600,
+        "rank": [0, 0.376], "state": None}}
+    module.on_load_checkpoint(old_checkpoint)
+    assert module.selection["kept"] == {"eligible": True, "score": 0.376, "psnr": 34.2}
+    assert not offer(0.379, 34.0) and offer(0.379, 35.0)
 
 
 def test_without_independent_classifiers_the_last_weights_are_kept(tiny):
@@ -282,7 +314,8 @@ def test_noise_configuration_has_a_null_class_and_a_plain_classifier():
 
 def test_with_a_null_class_the_kept_weights_are_those_with_the_emptiest_null_parts(tiny):
     cfg = load_config("synthetic", tiny + ["decomposition.max_steps=4", "decomposition.select_min_psnr=-100",
-                                           "decomposition.null_class=0", "classifier.neutral_background_weight=0"])
+                                           "decomposition.select_tolerance=0", "decomposition.null_class=0",
+                                           "classifier.neutral_background_weight=0"])
     section = json.loads((run_pipeline(cfg, "decomposition") / "report" / "metrics.json").read_text())["decomposition"]
     assert section["selection"].startswith("lowest 1 - transfer_null_prob + null_distinct_energy")
     best = min(section["selection_history"],
@@ -312,3 +345,25 @@ def test_both_cores_are_taken_at_the_fixed_iteration_after_the_background_ends()
         assert process.joined and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_colors_configuration_judges_random_views_of_the_fakes(tiny, monkeypatch):
+    from dxai.training import decomposition as module
+    from dxai.training.views import random_views
+
+    cfg = load_config("colors")
+    assert (cfg.data.family, cfg.decomposition.objective) == ("colors", "neutral")
+    settings = (cfg.decomposition.view_shift, cfg.decomposition.view_flip, cfg.decomposition.view_noise)
+    assert settings[0] > 0 and settings[2] > 0
+    seen = []
+
+    def spy(images, shift, flip, noise):
+        views = random_views(images, shift, flip, noise)
+        seen.append(((shift, flip, noise), bool((views != images).any())))
+        return views
+
+    monkeypatch.setattr(module, "random_views", spy)
+    views = [f"decomposition.view_shift={settings[0]}", f"decomposition.view_flip={settings[1]}",
+             f"decomposition.view_noise={settings[2]}"]
+    run_pipeline(load_config("synthetic", tiny + ["decomposition.max_steps=2"] + views), "decomposition")
+    assert seen and all(args == settings and changed for args, changed in seen)

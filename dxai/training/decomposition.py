@@ -44,6 +44,7 @@ from dxai.normalization import Normalization
 from dxai.run_folder import resume_path
 from dxai.training import losses
 from dxai.training.common import FrozenClassifier, log_image_panel, process_count
+from dxai.training.views import random_views
 
 STAGE = "decomposition"
 OPTIMIZER_STEPS_PER_ITERATION = 2
@@ -135,7 +136,8 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
         self.panel_batch = panel_batch
         self.independent = [network.eval().requires_grad_(False) for network in independent or []]
         self.metrics: dict[str, float] = {}
-        self.selection: dict = {"history": [], "iteration": None, "rank": None, "state": None}
+        # kept: the kept validation's eligibility, score and recon_psnr (``_replaces_kept``)
+        self.selection: dict = {"history": [], "iteration": None, "kept": None, "state": None}
 
     # -- optimisation ------------------------------------------------------------------------
 
@@ -224,7 +226,8 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
                          swap=None) -> dict[str, torch.Tensor]:
         d = self.cfg.decomposition
         batch = len(x)
-        classifier_logits = self.classifier(torch.cat([x_hat_y, x_hat_alt, *([swap[0]] if swap else [])]))
+        judged = torch.cat([x_hat_y, x_hat_alt, *([swap[0]] if swap else [])])
+        classifier_logits = self.classifier(random_views(judged, d.view_shift, d.view_flip, d.view_noise))
         fakes, fake_labels = self._critic_inputs(y, y_alt, x_hat_y, x_hat_alt, swap)
         share = None
         if d.objective == "swap":  # x_hat^y's samples count 1 each, the class swaps lambda_swap each
@@ -419,20 +422,34 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
             return metrics["transfer_max_prob"]
         return 1 - metrics["transfer_null_prob"] + metrics["null_distinct_energy"]
 
+    def _replaces_kept(self, candidate: dict) -> bool:
+        """Whether a validation (``eligible``: recon_psnr >= ``select_min_psnr``, ``score``, ``psnr``)
+        replaces the kept one: an eligible one replaces an ineligible one, or one whose score is worse by
+        more than ``decomposition.select_tolerance``, and within that tolerance the better reconstruction
+        wins (a difference in neutrality below the tolerance is sampling noise, not a better part); before
+        any is eligible, the best reconstruction."""
+        kept = self.selection["kept"]
+        if kept is None or candidate["eligible"] != kept["eligible"]:
+            return kept is None or candidate["eligible"]
+        if not candidate["eligible"]:
+            return candidate["psnr"] > kept["psnr"]
+        tolerance = self.cfg.decomposition.select_tolerance
+        return (candidate["score"] < kept["score"] - tolerance
+                or (candidate["score"] <= kept["score"] + tolerance and candidate["psnr"] > kept["psnr"]))
+
     def _consider_for_selection(self, metrics: dict) -> None:
-        """Keep a copy of the EMA networks if this validation is the best so far by ``_selection_score``
-        among validations with ``recon_psnr >= decomposition.select_min_psnr``; before any reaches it, the
-        best reconstruction. Without independent classifiers the last weights are kept."""
+        """Keep a copy of the EMA networks if this validation ``_replaces_kept`` by ``_selection_score``.
+        Without independent classifiers the last weights are kept."""
         if "transfer_max_prob" not in metrics:
             return
-        eligible = metrics["recon_psnr"] >= self.cfg.decomposition.select_min_psnr
-        rank = (0, self._selection_score(metrics)) if eligible else (1, -metrics["recon_psnr"])
+        candidate = {"eligible": metrics["recon_psnr"] >= self.cfg.decomposition.select_min_psnr,
+                     "score": self._selection_score(metrics), "psnr": metrics["recon_psnr"]}
         shown = ("transfer_max_prob", "transfer_true_prob", "transfer_argmax_true", "transfer_null_prob",
                  "null_distinct_energy", "agnostic_max_prob", "recon_psnr")
-        self.selection["history"].append({"iteration": self.iteration, "eligible": eligible,
+        self.selection["history"].append({"iteration": self.iteration, "eligible": candidate["eligible"],
                                           **{k: round(metrics[k], 4) for k in shown if k in metrics}})
-        if self.selection["rank"] is None or rank < tuple(self.selection["rank"]):
-            self.selection.update(iteration=self.iteration, rank=list(rank), state={
+        if self._replaces_kept(candidate):
+            self.selection.update(iteration=self.iteration, kept=candidate, state={
                 f"{name}.{key}": value.detach().cpu().clone()
                 for name in ("generator_ema", "mapping_ema")
                 for key, value in getattr(self, name).state_dict().items()})
@@ -446,7 +463,8 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
             prefix = f"{name}."
             getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         return {"selected_iteration": self.selection["iteration"],
-                "selection": f"{self._selection_rule()} with recon_psnr >= {self.cfg.decomposition.select_min_psnr}",
+                "selection": f"{self._selection_rule()} with recon_psnr >= {self.cfg.decomposition.select_min_psnr} "
+                             f"(within {self.cfg.decomposition.select_tolerance}: the higher recon_psnr)",
                 "selection_history": self.selection["history"]}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -456,6 +474,11 @@ class DecompositionModule(FrozenClassifier, pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         self.selection = checkpoint.get("dxai_selection", self.selection)
+        rank = self.selection.pop("rank", None)  # checkpoints written before select_tolerance
+        if rank is not None:
+            entry = next(e for e in self.selection["history"] if e["iteration"] == self.selection["iteration"])
+            self.selection["kept"] = {"eligible": rank[0] == 0, "score": rank[1], "psnr": entry["recon_psnr"]}
+        self.selection.setdefault("kept", None)
 
 
 def gan_strategy(trainer: TrainerConfig) -> str:
