@@ -63,6 +63,13 @@ def available_devices() -> list[str]:
     return devices
 
 
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """``images`` in channels-last memory format: oneDNN runs the first convolution of a network on
+    1 to 4 channel inputs faster so (ResNet18 forward at 256 px 1.2-1.3x, the mask predictor 1.1x;
+    docs/experiments.md), with the same outputs up to float rounding."""
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 class Explainer:
     """Distinct and agnostic parts and cartoon explanations for batches of images."""
 
@@ -138,11 +145,11 @@ class Explainer:
         images = check_images(images, "the explainer", self.channels, self.img_size)
         images = images.to(self.device, torch.float32)
         x = self.normalization.normalize(images)
-        probabilities = self.classifier(x).softmax(1)
+        probabilities = self.classifier(channels_last(x)).softmax(1)
         predicted = probabilities.argmax(1)
         target = resolve_target(target, probabilities, self.class_names)
         branches = self.branches(x, target)
-        masks = self.predicted_masks(images, target)
+        masks = self.predicted_masks(channels_last(images), target)
         if refine_steps > 0:
             with torch.enable_grad():
                 start, _ = self.cartoonx.select_start(images, target, masks)  # the predicted mask or a safer start

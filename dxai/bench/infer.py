@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dxai.config import load_config
 from dxai.evaluation.speed import IG_STEPS, explainer_vs_integrated_gradients
 from dxai.explain.baselines import make_baseline
-from dxai.inference import Explainer
+from dxai.inference import Explainer, channels_last
 from dxai.models import build_generator, cartoonx_settings, predictor_settings
 from dxai.nets.classifier import build_classifier
 from dxai.nets.mask_predictor import MaskPredictor
@@ -78,9 +78,9 @@ def part_costs(explainer: Explainer, images: torch.Tensor, repeats: int = 3,
     representation = explainer.cartoonx.representation(tuple(images.shape[-2:])).to(device)
     with torch.no_grad():
         masks = explainer.predictor(images, target)
-    parts = {"classifier": lambda: explainer.classifier(x),
+    parts = {"classifier": lambda: explainer.classifier(channels_last(x)),
              "generator": lambda: explainer.branches(x, target),
-             "mask_predictor": lambda: explainer.predicted_masks(images, target),
+             "mask_predictor": lambda: explainer.predicted_masks(channels_last(images), target),
              "cartoon_visualisation": lambda: explainer.cartoonx.visualize(images, masks, representation)}
     # The generator's work is that of its definition (the grouped network): the fast forward's own
     # tricks (Gram diagonals for the norms, shortcuts before upsampling) neither add nor remove any.
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dxai.bench infer", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed pairs (explainer, IG-50) and part timings")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
