@@ -497,6 +497,12 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         at_least("decomposition.image_every_steps", m.image_every_steps, 1)
         at_least("decomposition.r1_every", m.r1_every, 1)
         at_least("decomposition.both_cores_from", m.both_cores_from, 0, optional=True)
+        at_least("decomposition.view_shift", m.view_shift, 0)
+        if isinstance(m.view_shift, int) and isinstance(d.img_size, int) and m.view_shift >= d.img_size:
+            problems.append(f"decomposition.view_shift must be below the image size ({d.img_size} px), not "
+                            f"{m.view_shift}; a shift of 1 to 3 px is what it is for")
+        if not isinstance(m.view_noise, (int, float)) or m.view_noise < 0:
+            problems.append(f"decomposition.view_noise must be 0 or a positive std, not {m.view_noise!r}")
         if m.null_class is not None and not 0 <= m.null_class < d.num_classes:
             problems.append(f"decomposition.null_class must be a class index from 0 to {d.num_classes - 1} "
                             f"(data.num_classes={d.num_classes}), or null for none, not {m.null_class}")
