@@ -369,7 +369,8 @@ def test_colors_configuration_judges_random_views_of_the_fakes(tiny, monkeypatch
     assert seen and all(args == settings and changed for args, changed in seen)
     from dxai.config import ConfigError, validate
 
-    for bad, message in (("decomposition.view_shift=-1", "view_shift"), ("decomposition.view_shift=32", "below the image"),
+    for bad, message in (("decomposition.view_shift=-1", "view_shift"),
+                         ("decomposition.view_shift=32", "below the image"),
                          ("decomposition.view_noise=-0.1", "view_noise")):
         with pytest.raises(ConfigError, match=message):
             validate(load_config("colors", [bad]))
