@@ -166,6 +166,8 @@ class MasksConfig:
     distill_steps: int = 2000
     distill_schedule: str = "paper"      # targets from all-ones: paper (the reference's) | refine (the control's)
     distill_weight: float = 10.0
+    unroll_steps: int = 0                # semi-amortized: also the loss after this many refinement-like steps
+    unroll_step_size: float = 0.1        # their signed-gradient step (the refinement's first lr)
     eval_images: int = 64                # validation images of the evaluation protocol, one CartoonX call each
     eval_reference_steps: int = 2000     # the reference: CartoonX from all-ones at cartoonx.lr (the paper's setting)
     eval_refine_steps: int = 300         # step limit of the refinement from the predicted mask and from all-ones
@@ -531,6 +533,11 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         at_least("masks.image_every_steps", cfg.masks.image_every_steps, 1)
         if cfg.masks.distill_schedule not in ("paper", "refine"):
             problems.append(f"masks.distill_schedule must be paper or refine, not {cfg.masks.distill_schedule!r}")
+        at_least("masks.unroll_steps", cfg.masks.unroll_steps, 0)
+        size = cfg.masks.unroll_step_size
+        if cfg.masks.unroll_steps and (not isinstance(size, (int, float)) or not 0 < size <= 1):
+            problems.append(f"masks.unroll_step_size must be a step in (0, 1] for mask entries in [0, 1], not "
+                            f"{size!r}; the refinement's first lr (0.1 on the synthetic default) is what it is for")
     if runs("evaluate"):
         at_least("evaluation.batch_size", cfg.evaluation.batch_size, 1)
     t = cfg.trainer

@@ -11,7 +11,7 @@ from dxai.run_folder import RunFolderError, load_mask_predictor, predictor_path,
 from dxai.stages import STAGES
 from dxai.stages import masks as masks_stage
 from dxai.stages.masks import is_done
-from dxai.training.masks import ramped_lam
+from dxai.training.masks import ramped_lam, unrolled_masks
 from dxai.wavelets import mask_shapes
 
 TINY_MASKS = ["masks.max_steps=3", "masks.batch_size=8", "masks.num_samples=2", "masks.base_channels=8",
@@ -29,7 +29,7 @@ def test_masks_stage_comes_after_the_classifier_and_the_decomposition():
 
 
 def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_overrides):
-    cfg = load_config("synthetic", tiny_overrides + TINY_MASKS)
+    cfg = load_config("synthetic", tiny_overrides + TINY_MASKS + ["masks.unroll_steps=1"])  # semi-amortized
     run_pipeline(cfg, "classifier")
     run_dir = run_pipeline(cfg, "masks")
 
@@ -75,6 +75,23 @@ def test_loading_a_predictor_of_other_settings_is_a_clear_error(tiny_overrides):
 def test_lam_ramps_up_from_zero_then_stays():
     assert [ramped_lam(step, 10, 20.0) for step in (0, 5, 10, 50)] == [0.0, 10.0, 20.0, 20.0]
     assert ramped_lam(0, 0, 20.0) == 20.0
+
+
+class _Quadratic:
+    """An objective whose gradient is known: sum over entries of (m - 0.3)^2."""
+
+    def loss(self, masks):
+        value = sum(((band - 0.3) ** 2).flatten(1).sum(1) for band in masks)
+        return type("Terms", (), {"loss": value})
+
+
+def test_unrolled_steps_move_by_the_gradient_sign_and_pass_gradients_straight_through():
+    start = torch.tensor([[0.0, 0.25, 0.9, 1.0]], requires_grad=True)
+    (moved,) = unrolled_masks(_Quadratic(), [start], steps=2, step_size=0.1)
+    # towards 0.3 by 0.1 a step, clamped to [0, 1]; 0.25 overshoots once and comes back
+    assert moved.detach()[0].tolist() == pytest.approx([0.2, 0.25, 0.7, 0.8])
+    moved.sum().backward()
+    assert start.grad.tolist() == [[1.0, 1.0, 1.0, 1.0]]
 
 
 def test_the_reference_starts_early_and_the_stage_takes_it_over(tiny_overrides):

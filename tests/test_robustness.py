@@ -281,6 +281,10 @@ def test_9_13_bad_train_flags_are_refused_for_the_stages_they_concern():
         validate(load_config("synthetic", ["decomposition.r1_every=0"]), "decomposition")
     with pytest.raises(ConfigError, match="masks.distill_schedule"):
         validate(load_config("synthetic", ["masks.distill_schedule=fast"]), "masks")
+    with pytest.raises(ConfigError, match="masks.unroll_steps"):
+        validate(load_config("synthetic", ["masks.unroll_steps=-1"]), "masks")
+    with pytest.raises(ConfigError, match="masks.unroll_step_size"):
+        validate(load_config("synthetic", ["masks.unroll_steps=3", "masks.unroll_step_size=2"]), "masks")
 
 
 @pytest.mark.parametrize("flags, named", [

@@ -16,6 +16,12 @@ continuation: the masks thin out slowly, while the distortion still tells the pr
 matters, as CartoonX's own slow descent from the all-ones mask does. With ``masks.distill``
 the predictor also fits CartoonX masks optimised once on a cached training subset.
 
+Semi-amortized training (``masks.unroll_steps`` K > 0): the predictor is used as the start of a
+refinement, so it is also scored after K steps of that refinement run from its masks. The steps
+are signed-gradient steps of ``masks.unroll_step_size`` (what Adam's first steps are), so
+their Jacobian is the identity (straight through the clamp to [0, 1]): the unrolled loss needs
+K extra forward and backward passes, no second derivatives.
+
 The stage runner (``dxai.stages.masks``) trains this module, saves the predictor and evaluates it.
 """
 
@@ -26,13 +32,25 @@ import torch
 from torch import nn
 
 from dxai.config import Config
-from dxai.explain.rde import RDEObjective
+from dxai.explain.rde import RDELoss, RDEObjective
 from dxai.models import build_cartoonx, build_mask_predictor
 from dxai.normalization import Normalization
 from dxai.training.common import FrozenClassifier, log_image_panel
 from dxai.wavelets import flatten_mask
 
 STAGE = "masks"
+
+
+def unrolled_masks(objective: RDEObjective, masks: list[torch.Tensor], steps: int,
+                   step_size: float) -> list[torch.Tensor]:
+    """``masks`` after ``steps`` signed-gradient steps on ``objective`` (fresh noise each), each
+    entry differentiable w.r.t. its start with derivative 1."""
+    for _ in range(steps):
+        detached = [band.detach().requires_grad_(True) for band in masks]
+        gradients = torch.autograd.grad(objective.loss(detached).loss.sum(), detached)
+        moved = [band - step_size * gradient.sign() for band, gradient in zip(masks, gradients, strict=True)]
+        masks = [band + (band.clamp(0, 1) - band).detach() for band in moved]
+    return masks
 
 
 def ramped_lam(step: int, warmup_steps: float, lam: float) -> float:
@@ -67,9 +85,17 @@ class MaskModule(FrozenClassifier, pl.LightningModule):
 
     def rde_terms(self, images: torch.Tensor, lam: float):
         """Per-image RDE loss terms of the predicted masks of [0, 1] images, with fresh noise."""
-        objective = RDEObjective(self.classifier, images, self.representation, None, lam,
-                                 self.cfg.masks.num_samples, self.cfg.cartoonx.distortion)
-        return objective.loss(self.predictor(images, objective.target))
+        m = self.cfg.masks
+        objective = RDEObjective(self.classifier, images, self.representation, None, lam, m.num_samples,
+                                 self.cfg.cartoonx.distortion)
+        masks = self.predictor(images, objective.target)
+        terms = objective.loss(masks)
+        if m.unroll_steps > 0:
+            unrolled = objective.loss(unrolled_masks(objective, masks, m.unroll_steps, m.unroll_step_size))
+            terms = RDELoss(*((a + b) / 2 for a, b in zip(
+                (terms.distortion, terms.l1, terms.loss), (unrolled.distortion, unrolled.l1, unrolled.loss),
+                strict=True)))
+        return terms
 
     def distill_loss(self, batch_size: int) -> torch.Tensor:
         """Mean absolute difference to the cached CartoonX masks of a random subset."""
