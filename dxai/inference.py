@@ -24,6 +24,7 @@ from dxai.explain.cartoonx import CartoonX
 from dxai.explain.cpu_split import split_over_cores
 from dxai.explain.inputs import Target, check_images, resolve_target
 from dxai.explanation import Explanation
+from dxai.layout import channels_last
 from dxai.nets.classifier import build_classifier
 from dxai.nets.generator import Generator, decompose
 from dxai.nets.mask_predictor import MaskPredictor
@@ -61,13 +62,6 @@ def available_devices() -> list[str]:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         devices.append("mps")
     return devices
-
-
-def channels_last(images: torch.Tensor) -> torch.Tensor:
-    """``images`` in channels-last memory format: oneDNN runs the first convolution of a network on
-    1 to 4 channel inputs faster so (ResNet18 forward at 256 px 1.2-1.3x, the mask predictor 1.1x;
-    docs/experiments.md), with the same outputs up to float rounding."""
-    return images.contiguous(memory_format=torch.channels_last)
 
 
 class Explainer:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dxai.errors import DXAIError
+from dxai.layout import pixel_shuffle_2x
 
 DEFAULT_WAVELET = "db3"
 DEFAULT_MODE = "zero"
@@ -146,7 +147,7 @@ def _polyphase_inverse(low: torch.Tensor, highs: list[torch.Tensor], kernel: tor
         # Channels-last puts a position's 4 bands side by side: oneDNN's convolution then runs
         # forward and backward 2 to 4 times faster than on 4-channel NCHW (docs/experiments.md).
         bands = torch.cat([image, high.flatten(1, 2)], dim=1).contiguous(memory_format=torch.channels_last)
-        image = F.pixel_shuffle(F.conv2d(bands, kernel), 2)
+        image = pixel_shuffle_2x(F.conv2d(bands, kernel))
     return image.contiguous()
 
 

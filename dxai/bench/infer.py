@@ -25,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from dxai.config import load_config
 from dxai.evaluation.speed import IG_STEPS, explainer_vs_integrated_gradients
 from dxai.explain.baselines import make_baseline
-from dxai.inference import Explainer, channels_last
+from dxai.inference import Explainer
+from dxai.layout import channels_last
 from dxai.models import build_generator, cartoonx_settings, predictor_settings
 from dxai.nets.classifier import build_classifier
 from dxai.nets.mask_predictor import MaskPredictor

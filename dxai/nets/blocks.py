@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dxai.layout import pixel_shuffle_2x
+
 INV_SQRT2 = 1 / math.sqrt(2)
 
 
@@ -160,7 +162,7 @@ def upsampled_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups:
     taps = torch.tensor(_UPSAMPLED_TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
     phases = torch.einsum("pay,qbx,oiyx->opqiab", taps, taps, conv.weight[rows])
     bias = None if conv.bias is None else conv.bias[rows].repeat_interleave(4)
-    return F.pixel_shuffle(F.conv2d(x, phases.flatten(0, 2), bias, padding=1), 2)
+    return pixel_shuffle_2x(F.conv2d(x, phases.flatten(0, 2), bias, padding=1))
 
 
 WIDE_ROW = 64  # elements per row of the wide view of a channels-last tensor with few channels
