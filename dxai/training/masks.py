@@ -92,9 +92,8 @@ class MaskModule(FrozenClassifier, pl.LightningModule):
         terms = objective.loss(masks)
         if m.unroll_steps > 0:
             unrolled = objective.loss(unrolled_masks(objective, masks, m.unroll_steps, m.unroll_step_size))
-            terms = RDELoss(*((a + b) / 2 for a, b in zip(
-                (terms.distortion, terms.l1, terms.loss), (unrolled.distortion, unrolled.l1, unrolled.loss),
-                strict=True)))
+            terms = RDELoss((terms.distortion + unrolled.distortion) / 2, (terms.l1 + unrolled.l1) / 2,
+                            (terms.loss + unrolled.loss) / 2)
         return terms
 
     def distill_loss(self, batch_size: int) -> torch.Tensor:
