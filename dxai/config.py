@@ -143,6 +143,7 @@ class CartoonXConfig:
     refine_lr: float = 3.0e-2            # refinement from a given (predicted) mask: Adam lr at its start,
     refine_final_lr_fraction: float = 0.1  # decayed along a cosine to this fraction of it
     refine_num_samples: int | None = None  # L of the refinement (None: num_samples)
+    refine_l1_at_zero: bool = True       # refinement: entries at 0 feel l1's derivative into [0, 1] (Schedule)
 
 
 @dataclass

@@ -98,7 +98,8 @@ def test_refinement_follows_the_bundles_refinement_schedule(run_dir, images, mon
     monkeypatch.setattr(rde.MaskOptimizer, "__init__", spy)
     explainer.explain(images, refine_steps=3)
     c = load_config("synthetic").cartoonx
-    assert used == [(rde.Schedule(c.refine_lr, c.refine_final_lr_fraction, c.refine_num_samples), 3)]
+    expected = rde.Schedule(c.refine_lr, c.refine_final_lr_fraction, c.refine_num_samples, c.refine_l1_at_zero)
+    assert used == [(expected, 3)]
 
 
 def test_bad_bundles_are_clear_errors(run_dir, tmp_path):

@@ -18,7 +18,7 @@ from dxai.evaluation.masks import (
     steps_to_reach,
 )
 from dxai.explain.cartoonx import STARTS, CartoonX
-from dxai.explain.rde import SCHEDULES, Schedule
+from dxai.explain.rde import SCHEDULES, MaskOptimizer, RDEObjective, Schedule
 from dxai.wavelets import ones_mask
 
 
@@ -159,3 +159,24 @@ def test_the_start_selection_never_picks_a_start_worse_on_its_own_draws(trained_
     assert cartoonx.start_scores(images, target, candidates, representation).equal(scores)  # fixed draws
     off = CartoonX(trained_classifier, levels=3, num_samples=2)  # no start selection: the predicted mask
     assert off.select_start(images, target, predicted)[1] == ["predictor"] * 6
+
+
+def test_l1_at_zero_keeps_dropped_entries_dropped_where_the_distortion_pulls_faintly(trained_classifier, shapes_batch,
+                                                                                      single_thread):
+    """Adam scales its first step to about lr whatever the gradient's size: with autograd's 0 for the
+    l1 term at 0, every dropped entry that the distortion pulls up, however faintly, jumps to lr."""
+    images = shapes_batch(2, seed=14)["image"]
+    cartoonx = CartoonX(trained_classifier, levels=3, num_samples=4)
+    representation = cartoonx.representation((32, 32))
+    objective = RDEObjective(trained_classifier, images, representation, None, cartoonx.lam, 4)
+    shapes = representation.mask_shapes(32)
+    sparse = [torch.zeros_like(band) for band in ones_mask(shapes, 2)]
+    sparse[0][..., :2, :2] = 1.0  # a few kept low-pass entries, every other entry dropped
+    lifted = {}
+    for l1_at_zero in (False, True):
+        optimizer = MaskOptimizer(objective, sparse, schedule=Schedule(0.1, l1_at_zero=l1_at_zero))
+        optimizer.step()
+        dropped = torch.cat([(start == 0).flatten() for start in sparse])
+        moved = torch.cat([band.detach().flatten() > 0 for band in optimizer.masks])
+        lifted[l1_at_zero] = float((moved & dropped).sum() / dropped.sum())
+    assert lifted[False] > 0.2 and lifted[True] < 0.02

@@ -182,7 +182,7 @@ def refine_schedule(cartoonx: CartoonX, settings: ProtocolSettings) -> Schedule:
     """The refined and control runs' schedule: CartoonX's refinement schedule (else the paper's
     constant lr), with L = ``settings.num_samples`` unless the schedule sets its own."""
     refine = cartoonx.refine_schedule or Schedule(cartoonx.lr)
-    return Schedule(refine.lr, refine.final_lr_fraction, refine.num_samples or settings.num_samples)
+    return Schedule(refine.lr, refine.final_lr_fraction, refine.num_samples or settings.num_samples, refine.l1_at_zero)
 
 
 def _reference_protocol(cartoonx: CartoonX, representation, settings: ProtocolSettings, device) -> dict:
@@ -191,8 +191,8 @@ def _reference_protocol(cartoonx: CartoonX, representation, settings: ProtocolSe
     return {"version": CACHE_VERSION, "reference_steps": s.reference_steps, "num_samples": s.num_samples,
             "bank_samples": s.bank_samples, "reference_every": s.reference_every, "seed": s.seed,
             "refine_steps": s.refine_steps, "refine_every": s.refine_every, "refine_curve_every": s.refine_curve_every,
-            "control_schedule": [control.lr, control.final_lr_fraction, control.num_samples], "loss_at": LOSS_AT,
-            "bank_seed_offset": BANK_SEED_OFFSET, "lam": cartoonx.lam, "lr": cartoonx.lr,
+            "control_schedule": [control.lr, control.final_lr_fraction, control.num_samples, control.l1_at_zero],
+            "loss_at": LOSS_AT, "bank_seed_offset": BANK_SEED_OFFSET, "lam": cartoonx.lam, "lr": cartoonx.lr,
             "distortion": cartoonx.distortion, "levels": representation.levels, "wavelet": representation.wavelet,
             "mode": getattr(representation, "mode", cartoonx.mode), "device": torch.device(device).type}
 
@@ -410,7 +410,8 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
                 for masks in (predicted_mask, reference.masks, refined.masks)]
     return {
         "settings": {**asdict(settings), "lam": cartoonx.lam, "reference_lr": paper.lr, "refine_lr": refine.lr,
-                     "refine_final_lr_fraction": refine.final_lr_fraction, "distortion": cartoonx.distortion,
+                     "refine_final_lr_fraction": refine.final_lr_fraction,
+                     "refine_l1_at_zero": refine.l1_at_zero, "distortion": cartoonx.distortion,
                      "levels": representation.levels, "wavelet": representation.wavelet, "device": str(images.device)},
         "eval_images": len(images),
         "reference_final_loss": reference_loss,

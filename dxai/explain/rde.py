@@ -260,11 +260,19 @@ class RDEObjective:
 @dataclass(frozen=True)
 class Schedule:
     """How an RDE optimisation steps: Adam at ``lr``, decayed along a cosine to ``lr * final_lr_fraction``
-    over the run's steps (1: constant), with ``num_samples`` noise draws per step (None: the explainer's L)."""
+    over the run's steps (1: constant), with ``num_samples`` noise draws per step (None: the explainer's L).
+
+    ``l1_at_zero``: an entry at 0 feels the l1 term's derivative into the mask's range, lam / entries,
+    instead of autograd's 0 for ``abs`` there, so a dropped coefficient comes back only where the
+    distortion's pull outweighs its cost. With autograd's 0, Adam, which scales every step to about lr,
+    lifts every dropped entry whose distortion gradient points up, however faintly, to lr at the first
+    step: a sparse start is sprayed with mass that later steps must remove again.
+    """
 
     lr: float
     final_lr_fraction: float = 1.0
     num_samples: int | None = None
+    l1_at_zero: bool = False
 
     def lr_at(self, step: int, steps: int) -> float:
         if steps <= 1 or self.final_lr_fraction == 1.0:
@@ -275,7 +283,7 @@ class Schedule:
 
 SCHEDULES = {
     "paper": Schedule(lr=1e-3),                                # CartoonX paper, Algorithm 1, from all-ones
-    "refine": Schedule(lr=3e-2, final_lr_fraction=0.1),        # from a predicted mask (docs/experiments.md)
+    "refine": Schedule(lr=3e-2, final_lr_fraction=0.1, l1_at_zero=True),  # from a given mask (docs/experiments.md)
 }
 
 
@@ -311,6 +319,10 @@ class MaskOptimizer:
             group["lr"] = self.schedule.lr_at(self.steps_done, self.total_steps)
         self.optimizer.zero_grad(set_to_none=True)
         losses = self.objective.backward(self.masks, self.generators, self.samples_per_call)
+        if self.schedule.l1_at_zero:
+            cost = self.objective.lam / sum(band[0].numel() for band in self.masks)
+            for band in self.masks:
+                band.grad.add_((band.detach() == 0).to(band.dtype), alpha=cost)
         self.optimizer.step()
         self.steps_done += 1
         with torch.no_grad():
