@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -182,7 +182,7 @@ def refine_schedule(cartoonx: CartoonX, settings: ProtocolSettings) -> Schedule:
     """The refined and control runs' schedule: CartoonX's refinement schedule (else the paper's
     constant lr), with L = ``settings.num_samples`` unless the schedule sets its own."""
     refine = cartoonx.refine_schedule or Schedule(cartoonx.lr)
-    return Schedule(refine.lr, refine.final_lr_fraction, refine.num_samples or settings.num_samples, refine.l1_at_zero)
+    return replace(refine, num_samples=refine.num_samples or settings.num_samples)
 
 
 def _reference_protocol(cartoonx: CartoonX, representation, settings: ProtocolSettings, device) -> dict:
