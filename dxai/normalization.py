@@ -28,8 +28,9 @@ class Normalization:
         return torch.tensor(values, dtype=like.dtype, device=like.device).view(view)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] image -> model domain."""
-        return (x - self._shape(self.mean, x)) / self._shape(self.std, x)
+        """[0, 1] image -> model domain, as one multiply-add pass over ``x`` (in its memory format)."""
+        shift = [-mean / std for mean, std in zip(self.mean, self.std)]
+        return torch.addcmul(self._shape(shift, x), x, self._shape([1 / std for std in self.std], x))
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Model domain -> [0, 1] image."""

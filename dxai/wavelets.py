@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dxai.errors import DXAIError
-from dxai.layout import pixel_shuffle_2x
+from dxai.layout import pixel_shuffle_2x, shuffle_phases_into_images
 
 DEFAULT_WAVELET = "db3"
 DEFAULT_MODE = "zero"
@@ -100,11 +100,10 @@ class WaveletTransform(nn.Module):
         highs = [high.reshape(n * c, 1, *high.shape[2:]) for high in bands[1:]]
         if self.synthesis_kernel is None:
             images = self.inverse_dwt((low, highs))
+            images = images.reshape(n, c, *images.shape[-2:])
         else:
-            images = _polyphase_inverse(low, highs, self.synthesis_kernel)
-        if size is not None:
-            images = images[..., : size[0], : size[1]]
-        return images.reshape(n, c, *images.shape[-2:])
+            images = _polyphase_inverse(low, highs, self.synthesis_kernel, c)
+        return images if size is None else images[..., : size[0], : size[1]]
 
     def mask_shapes(self, img_size: ImageSize) -> Shapes:
         """Per-image mask shapes: ``[(1, h, w), (1, 3, h_1, w_1), ..., (1, 3, h_J, w_J)]``."""
@@ -138,17 +137,24 @@ def polyphase_synthesis_kernel(inverse_dwt: DWTInverse) -> torch.Tensor:
     return kernel.to(inverse_dwt.g0_col.dtype)
 
 
-def _polyphase_inverse(low: torch.Tensor, highs: list[torch.Tensor], kernel: torch.Tensor) -> torch.Tensor:
-    """``DWTInverse`` of (M, 1, h, w) low-pass and (M, 1, 3, h_j, w_j) high-pass bands."""
+def _polyphase_inverse(low: torch.Tensor, highs: list[torch.Tensor], kernel: torch.Tensor,
+                       channels: int) -> torch.Tensor:
+    """``DWTInverse`` of (N * C, 1, h, w) low-pass and (N * C, 1, 3, h_j, w_j) high-pass bands, as
+    (N, C, H, W) images in channels-last memory (``channels`` = C): the last level's pixel shuffle
+    writes them so, and the classifier, which takes them channels-last, needs no other copy."""
     image = low
-    for high in reversed(highs):
+    for level, high in enumerate(reversed(highs)):
         # Like DWTInverse: drop the extra row/column an odd-sized level leaves on the low-pass.
         image = image[..., : high.shape[-2], : high.shape[-1]]
         # Channels-last puts a position's 4 bands side by side: oneDNN's convolution then runs
         # forward and backward 2 to 4 times faster than on 4-channel NCHW (docs/experiments.md).
-        bands = torch.cat([image, high.flatten(1, 2)], dim=1).contiguous(memory_format=torch.channels_last)
-        image = pixel_shuffle_2x(F.conv2d(bands, kernel))
-    return image.contiguous()
+        # Concatenated along the last axis of the (M, h, w, bands) view: one copy, already channels-last.
+        bands = torch.cat([image.permute(0, 2, 3, 1), high.flatten(1, 2).permute(0, 2, 3, 1)], dim=3)
+        bands = bands.permute(0, 3, 1, 2)
+        phases = F.conv2d(bands, kernel)
+        image = (shuffle_phases_into_images(phases, channels) if level == len(highs) - 1
+                 else pixel_shuffle_2x(phases))
+    return image
 
 
 def mask_shapes(img_size: ImageSize, levels: int | None = None, wavelet: str = DEFAULT_WAVELET,

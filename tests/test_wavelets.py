@@ -64,6 +64,12 @@ def test_inverse_equals_pytorch_wavelets_and_inverts_the_transform(wavelet, mode
     torch.testing.assert_close(transform.reconstruct(bands, size), images, atol=1e-5, rtol=0)
 
 
+def test_the_polyphase_inverse_returns_channels_last_images():
+    transform = WaveletTransform(3)
+    images = transform.reconstruct(transform.decompose(torch.rand(2, 3, 32, 32)), (32, 32))
+    assert images.shape == (2, 3, 32, 32) and images.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_inverse_gradient_equals_pytorch_wavelets():
     transform = WaveletTransform(3)
     bands = [band.requires_grad_(True) for band in transform.decompose(torch.rand(2, 3, 32, 32))]
