@@ -144,6 +144,8 @@ class CartoonXConfig:
     refine_final_lr_fraction: float = 0.1  # decayed along a cosine to this fraction of it
     refine_num_samples: int | None = None  # L of the refinement (None: num_samples)
     refine_l1_at_zero: bool = True       # refinement: entries at 0 feel l1's derivative into [0, 1] (Schedule)
+    refine_ones_track_from: float | None = 0.15  # refinement: an all-ones track joins after this fraction of the
+                                                 # steps, half the draws each; the better per image (None: off)
 
 
 @dataclass
@@ -539,6 +541,10 @@ def validate(cfg: Config, stage: str = "all") -> Config:
         if cfg.masks.unroll_steps and (not isinstance(size, (int, float)) or not 0 < size <= 1):
             problems.append(f"masks.unroll_step_size must be a step in (0, 1] for mask entries in [0, 1], not "
                             f"{size!r}; the refinement's first lr (0.1 on the synthetic default) is what it is for")
+        track = cfg.cartoonx.refine_ones_track_from
+        if track is not None and (not isinstance(track, (int, float)) or not 0 <= track < 1):
+            problems.append(f"cartoonx.refine_ones_track_from must be a fraction of the refinement's steps in [0, 1), "
+                            f"or null for no all-ones track, not {track!r}")
     if runs("evaluate"):
         at_least("evaluation.batch_size", cfg.evaluation.batch_size, 1)
     t = cfg.trainer

@@ -63,7 +63,8 @@ def cartoonx_settings(cfg: Config) -> dict:
     return {"wavelet": c.wavelet, "levels": c.levels, "mode": c.mode, "lam": c.lam, "lr": c.lr,
             "num_samples": c.num_samples, "distortion": c.distortion,
             "refine_schedule": {"lr": c.refine_lr, "final_lr_fraction": c.refine_final_lr_fraction,
-                                "num_samples": c.refine_num_samples, "l1_at_zero": c.refine_l1_at_zero},
+                                "num_samples": c.refine_num_samples, "l1_at_zero": c.refine_l1_at_zero,
+                                "ones_track_from": c.refine_ones_track_from},
             "start_l1_weight": cfg.masks.start_l1_weight, "start_samples": cfg.masks.start_samples}
 
 

@@ -1,6 +1,7 @@
 """The export bundle, the Explainer and infer.py, on a tiny run made by the real pipeline."""
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -98,8 +99,10 @@ def test_refinement_follows_the_bundles_refinement_schedule(run_dir, images, mon
     monkeypatch.setattr(rde.MaskOptimizer, "__init__", spy)
     explainer.explain(images, refine_steps=3)
     c = load_config("synthetic").cartoonx
-    expected = rde.Schedule(c.refine_lr, c.refine_final_lr_fraction, c.refine_num_samples, c.refine_l1_at_zero)
-    assert used == [(expected, 3)]
+    expected = rde.Schedule(c.refine_lr, c.refine_final_lr_fraction, c.refine_num_samples, c.refine_l1_at_zero,
+                            c.refine_ones_track_from)
+    # 3 steps: the all-ones track joins at round(0.15 * 3) = 0, with the schedule's remaining 3 steps
+    assert used == [(expected, 3), (dataclasses.replace(expected, ones_track_from=None), 3)]
 
 
 def test_bad_bundles_are_clear_errors(run_dir, tmp_path):

@@ -17,6 +17,7 @@ from dxai.evaluation.masks import (
     reference_key,
     steps_to_reach,
 )
+from dxai.explain import rde
 from dxai.explain.cartoonx import STARTS, CartoonX
 from dxai.explain.rde import SCHEDULES, MaskOptimizer, RDEObjective, Schedule
 from dxai.wavelets import ones_mask
@@ -180,3 +181,55 @@ def test_l1_at_zero_keeps_dropped_entries_dropped_where_the_distortion_pulls_fai
         moved = torch.cat([band.detach().flatten() > 0 for band in optimizer.masks])
         lifted[l1_at_zero] = float((moved & dropped).sum() / dropped.sum())
     assert lifted[False] > 0.2 and lifted[True] < 0.02
+
+
+class _CountingClassifier(torch.nn.Module):
+    """The classifier, counting the images it is given."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.classifier, self.seen = classifier, 0
+
+    def forward(self, images):
+        self.seen += len(images)
+        return self.classifier(images)
+
+
+def test_the_all_ones_track_joins_on_half_the_draws(trained_classifier, shapes_batch, single_thread):
+    images = shapes_batch(3, seed=15)["image"]
+    counting = _CountingClassifier(trained_classifier)
+    representation = CartoonX(trained_classifier, levels=3).representation((32, 32))
+    objective = RDEObjective(counting, images, representation, None, 20.0, 4)
+    start = [band * 0.3 for band in ones_mask(representation.mask_shapes(32), 3)]
+    schedule = Schedule(0.1, 0.1, l1_at_zero=True, ones_track_from=0.2)
+    optimizer = MaskOptimizer(objective, start, schedule=schedule, total_steps=20)
+    for step in range(20):
+        before = counting.seen
+        optimizer.step()
+        assert counting.seen - before == 3 * 4  # the work of a step is unchanged by the second track
+        assert (optimizer.ones_track is not None) == (step >= 4)
+    assert optimizer.objective.num_samples == 2 and optimizer.ones_track.objective.num_samples == 2
+    assert optimizer.ones_track.total_steps == 16 and optimizer.ones_track.ones_track is None
+    assert not any(torch.equal(a, b) for a, b in zip(optimizer.masks, optimizer.ones_track.masks, strict=True))
+    single = MaskOptimizer(objective.with_samples(1), start, schedule=schedule, total_steps=20)
+    assert single.ones_track_step is None  # one draw cannot be shared
+
+
+def test_the_returned_track_is_the_one_its_own_draws_prefer(trained_classifier, shapes_batch, single_thread):
+    images = shapes_batch(3, seed=16)["image"]
+    representation = CartoonX(trained_classifier, levels=3).representation((32, 32))
+    objective = RDEObjective(trained_classifier, images, representation, None, 20.0, 2)
+    start = [band * 0.3 for band in ones_mask(representation.mask_shapes(32), 3)]
+    optimizer = MaskOptimizer(objective, start, seeds=[5, 6, 7], total_steps=6,
+                              schedule=Schedule(0.1, l1_at_zero=True, ones_track_from=0.5))
+    for _ in range(6):
+        optimizer.step()
+    masks, from_ones_track = optimizer.chosen()
+    tracks = [[band.detach() for band in optimizer.masks], [band.detach() for band in optimizer.ones_track.masks]]
+    scoring = objective.with_samples(rde.TRACK_SELECTION_SAMPLES)
+    losses = [scoring.evaluate(track, [torch.Generator().manual_seed(seed + rde.SELECTION_SEED_OFFSET)
+                                       for seed in (5, 6, 7)]).loss for track in tracks]
+    assert from_ones_track == (losses[1] < losses[0]).tolist()
+    for i, ones in enumerate(from_ones_track):
+        for band, first, second in zip(masks, *tracks, strict=True):
+            assert torch.equal(band[i], (second if ones else first)[i])

@@ -12,9 +12,12 @@ The protocol, on ``images`` validation images (the images of each optimisation b
   process before the evaluation (``start_reference``);
 - **refined**: dxai's refinement (``CartoonX.refine_schedule``) from the start that
   ``CartoonX.select_start`` picks per image (the predictor's mask, its blend with all-ones, or
-  all-ones), as ``init="predictor"`` does for users;
-- **control**: the same refinement from all-ones, which separates the start from the optimiser;
-  it does not depend on the predictor either, so it is computed and cached with the reference;
+  all-ones), as ``init="predictor"`` does for users, with the schedule's all-ones track where it
+  has one (scored at every step as the masks it would return then: per image the better track on
+  its own fixed draws, not on the bank);
+- **control**: the same refinement from all-ones, without an all-ones track (``control_schedule``),
+  which separates the start from the optimiser; it does not depend on the predictor either, so it
+  is computed and cached with the reference;
 - **one pass**: the predictor's mask alone.
 
 For every method and image, the first step, among step 0, every ``refine_every`` steps and the
@@ -79,6 +82,7 @@ class Curve:
     masks: Bands                   # after the last step
     seconds: float                 # optimisation time, measurements excluded
     reached: list[int | None] | None = None  # per image, the first watched step at or below its level
+    from_ones_track: list[bool] | None = None  # per image, whether the final masks are the all-ones track's
 
     def mean(self) -> list[float]:
         return self.loss.mean(1).tolist()
@@ -147,7 +151,8 @@ def optimisation_curves(cartoonx: CartoonX, images: torch.Tensor, representation
         if not rows:
             return
         rows = sorted(rows)
-        loss = bank([band.detach()[rows] for band in optimizer.masks], [row % batch for row in rows]).loss.cpu()
+        masks = optimizer.chosen()[0]  # what the optimisation would return if it stopped here
+        loss = bank([band[rows] for band in masks], [row % batch for row in rows]).loss.cpu()
         by_row = dict(zip(rows, loss, strict=True))
         for j in curves:
             points[j].append(step)
@@ -165,9 +170,11 @@ def optimisation_curves(cartoonx: CartoonX, images: torch.Tensor, representation
             seconds += timed(optimizer.step, images.device)[1]
             measure(step)
             progress.update(loss=f"{float(losses[0][-1].mean()):.4f}")
-    return [Curve(points[j], torch.stack(losses[j]), [band.detach()[j * batch:(j + 1) * batch]
-                                                      for band in optimizer.masks],
-                  seconds / len(starts), reached[j]) for j in range(len(starts))]
+    (masks, from_ones_track), choice_seconds = timed(optimizer.chosen, images.device)
+    seconds += choice_seconds
+    return [Curve(points[j], torch.stack(losses[j]), [band[j * batch:(j + 1) * batch] for band in masks],
+                  seconds / len(starts), reached[j], from_ones_track[j * batch:(j + 1) * batch])
+            for j in range(len(starts))]
 
 
 def optimisation_curve(cartoonx: CartoonX, images: torch.Tensor, representation, target: torch.Tensor,
@@ -179,15 +186,21 @@ def optimisation_curve(cartoonx: CartoonX, images: torch.Tensor, representation,
 
 
 def refine_schedule(cartoonx: CartoonX, settings: ProtocolSettings) -> Schedule:
-    """The refined and control runs' schedule: CartoonX's refinement schedule (else the paper's
-    constant lr), with L = ``settings.num_samples`` unless the schedule sets its own."""
+    """The refined run's schedule: CartoonX's refinement schedule (else the paper's constant lr), with
+    L = ``settings.num_samples`` unless the schedule sets its own."""
     refine = cartoonx.refine_schedule or Schedule(cartoonx.lr)
     return replace(refine, num_samples=refine.num_samples or settings.num_samples)
 
 
+def control_schedule(cartoonx: CartoonX, settings: ProtocolSettings) -> Schedule:
+    """The control's: the refined run's without its all-ones track, which from all-ones would be a
+    second all-ones run at half the draws each; so the control is the best single all-ones refinement."""
+    return replace(refine_schedule(cartoonx, settings), ones_track_from=None)
+
+
 def _reference_protocol(cartoonx: CartoonX, representation, settings: ProtocolSettings, device) -> dict:
     s = settings
-    control = refine_schedule(cartoonx, settings)
+    control = control_schedule(cartoonx, settings)
     return {"version": CACHE_VERSION, "reference_steps": s.reference_steps, "num_samples": s.num_samples,
             "bank_samples": s.bank_samples, "reference_every": s.reference_every, "seed": s.seed,
             "refine_steps": s.refine_steps, "refine_every": s.refine_every, "refine_curve_every": s.refine_curve_every,
@@ -270,7 +283,7 @@ def compute_reference(cartoonx: CartoonX, images: torch.Tensor,
             Schedule(cartoonx.lr, num_samples=s.num_samples), s.reference_steps, bank, description="reference")
         control = optimisation_curves(
             cartoonx, images, representation, target, [Start(ones, s.seed, s.refine_curve_every, reference.loss[-1])],
-            refine_schedule(cartoonx, s), s.refine_steps, bank, s.refine_every, (LOSS_AT,), "control")[0]
+            control_schedule(cartoonx, s), s.refine_steps, bank, s.refine_every, (LOSS_AT,), "control")[0]
     return reference, other_seed, control
 
 
@@ -394,7 +407,8 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
     refined_steps = _summary(refined.reached, s.refine_steps)
     control_steps = _summary(control.reached, s.refine_steps)
     per_image = [{"image": i, "one_pass_loss": float(one_pass[i]), "reference_loss": float(level[i]),
-                  "start": starts[i], "steps_to_reference": refined.reached[i],
+                  "start": starts[i], "returned_from_ones_track": refined.from_ones_track[i],
+                  "steps_to_reference": refined.reached[i],
                   "control_steps_to_reference": control.reached[i], "refined_final_loss": float(refined.loss[-1, i]),
                   "control_final_loss": float(control.loss[-1, i])} for i in range(len(images))]
     per_step = {name: curve.seconds / max(curve.steps[-1], 1) / len(images) for name, curve in runs.items()}
@@ -411,7 +425,8 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
     return {
         "settings": {**asdict(settings), "lam": cartoonx.lam, "reference_lr": paper.lr, "refine_lr": refine.lr,
                      "refine_final_lr_fraction": refine.final_lr_fraction,
-                     "refine_l1_at_zero": refine.l1_at_zero, "distortion": cartoonx.distortion,
+                     "refine_l1_at_zero": refine.l1_at_zero, "refine_ones_track_from": refine.ones_track_from,
+                     "distortion": cartoonx.distortion,
                      "levels": representation.levels, "wavelet": representation.wavelet, "device": str(images.device)},
         "eval_images": len(images),
         "reference_final_loss": reference_loss,
@@ -430,6 +445,7 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
         "refined_loss_ratio_at_200": _loss_at(refined, 200) / reference_loss,
         "control_loss_ratio_at_200": _loss_at(control, 200) / reference_loss,
         "start_from_predictor_fraction": starts.count("predictor") / len(images),
+        "returned_from_ones_track_fraction": sum(refined.from_ones_track) / len(images),
         "start_counts": {name: starts.count(name) for name in STARTS},
         "start_l1_weight": cartoonx.start_l1_weight,
         "start_samples": cartoonx.start_samples,
@@ -458,6 +474,9 @@ def per_image_markdown(section: dict) -> str:
     def steps(value) -> str:
         return f"> {limit}" if value is None else str(value)
 
+    def start(row) -> str:
+        return f"{row['start']}, returned: all-ones track" if row.get("returned_from_ones_track") else row["start"]
+
     counts = ", ".join(f"{name} {count}" for name, count in section["start_counts"].items())
     faster = sum(1 for row in rows if (row["steps_to_reference"] or limit + 1)
                  < (row["control_steps_to_reference"] or limit + 1))
@@ -470,6 +489,6 @@ def per_image_markdown(section: dict) -> str:
              "| control steps |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['image']} | {row['one_pass_loss']:.4f} | {row['reference_loss']:.4f} | "
-                     f"{row['one_pass_loss'] / row['reference_loss']:.2f} | {row['start']} | "
+                     f"{row['one_pass_loss'] / row['reference_loss']:.2f} | {start(row)} | "
                      f"{steps(row['steps_to_reference'])} | {steps(row['control_steps_to_reference'])} |")
     return "\n".join(lines) + "\n"

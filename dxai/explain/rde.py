@@ -22,7 +22,7 @@ import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -209,6 +209,12 @@ class RDEObjective:
         view.noise = AdaptiveNoise([self.noise.mean[row] for row in rows], [self.noise.std[row] for row in rows])
         return view
 
+    def with_samples(self, num_samples: int) -> RDEObjective:
+        """The same objective with ``num_samples`` noise draws per image (what was computed is shared)."""
+        view = copy.copy(self)
+        view.num_samples = num_samples
+        return view
+
     def loss(self, masks: Bands, generators: Generators = None) -> RDELoss:
         """The per-image RDE loss, differentiable w.r.t. ``masks``; all B * L obfuscations go
         through the classifier in one call."""
@@ -257,6 +263,13 @@ class RDEObjective:
         return terms.sum(1)
 
 
+ONES_TRACK_FROM = 0.15              # the refinement's all-ones track joins after this fraction of the steps
+TRACK_SELECTION_SAMPLES = 8         # fixed noise draws per image that choose between the two tracks
+ONES_TRACK_SEED_OFFSET = 7_919_001  # the all-ones track's and the choice's draws apart from the first track's
+SELECTION_SEED_OFFSET = 104_729
+ONES_TRACK = "all-ones track"       # RDEResult.start of an image whose returned mask is the all-ones track's
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How an RDE optimisation steps: Adam at ``lr``, decayed along a cosine to ``lr * final_lr_fraction``
@@ -267,12 +280,20 @@ class Schedule:
     distortion's pull outweighs its cost. With autograd's 0, Adam, which scales every step to about lr,
     lifts every dropped entry whose distortion gradient points up, however faintly, to lr at the first
     step: a sparse start is sprayed with mass that later steps must remove again.
+
+    ``ones_track_from``: after this fraction of the run's steps an all-ones track joins every image's
+    optimisation, and from then on each track takes half of the noise draws (the work of a step is
+    unchanged); the result is, per image, the track with the lower loss on ``TRACK_SELECTION_SAMPLES``
+    fixed draws (``MaskOptimizer.chosen``). A refinement whose given start leads into a worse optimum
+    than all-ones' so still reaches it, while the first steps, where a good start gains most, keep all
+    the draws (docs/experiments.md). None: one track.
     """
 
     lr: float
     final_lr_fraction: float = 1.0
     num_samples: int | None = None
     l1_at_zero: bool = False
+    ones_track_from: float | None = None
 
     def lr_at(self, step: int, steps: int) -> float:
         if steps <= 1 or self.final_lr_fraction == 1.0:
@@ -283,7 +304,8 @@ class Schedule:
 
 SCHEDULES = {
     "paper": Schedule(lr=1e-3),                                # CartoonX paper, Algorithm 1, from all-ones
-    "refine": Schedule(lr=3e-2, final_lr_fraction=0.1, l1_at_zero=True),  # from a given mask (docs/experiments.md)
+    # from a given mask (docs/experiments.md)
+    "refine": Schedule(lr=3e-2, final_lr_fraction=0.1, l1_at_zero=True, ones_track_from=ONES_TRACK_FROM),
 }
 
 
@@ -309,12 +331,48 @@ class MaskOptimizer:
         self.total_steps, self.steps_done = total_steps, 0
         self.masks = [band.detach().clone().requires_grad_(True) for band in initial_masks]
         self.optimizer = torch.optim.Adam(self.masks, lr=self.schedule.lr)
-        seeds = range(objective.batch_size) if seeds is None else seeds
+        self.seeds = [int(seed) for seed in (range(objective.batch_size) if seeds is None else seeds)]
         device = initial_masks[0].device
-        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in self.seeds]
+        self.ones_track: MaskOptimizer | None = None
+        fraction = self.schedule.ones_track_from
+        self.ones_track_step = (round(fraction * total_steps) if fraction is not None and objective.num_samples > 1
+                                and round(fraction * total_steps) < total_steps else None)
+
+    def _start_ones_track(self) -> None:
+        """The all-ones track (its own seeds, Adam state and the schedule's remaining steps); each track
+        takes half of the draws from here on."""
+        draws = self.objective.num_samples
+        self.objective = self.objective.with_samples(draws - draws // 2)
+        self.ones_track = MaskOptimizer(
+            self.objective.with_samples(draws // 2), [torch.ones_like(band) for band in self.masks],
+            seeds=[seed + ONES_TRACK_SEED_OFFSET for seed in self.seeds], samples_per_call=self.samples_per_call,
+            schedule=replace(self.schedule, ones_track_from=None), total_steps=self.total_steps - self.steps_done)
+
+    def chosen(self) -> tuple[Bands, list[bool]]:
+        """The masks the optimisation returns now, and per image whether they are the all-ones track's:
+        per image the track with the lower loss on ``TRACK_SELECTION_SAMPLES`` draws, the same draws for
+        both tracks and at every call (one track: its masks)."""
+        masks = [band.detach() for band in self.masks]
+        if self.ones_track is None:
+            return masks, [False] * len(self.seeds)
+        batch = len(self.seeds)
+        both = [torch.cat([mine, ones.detach()]) for mine, ones in zip(masks, self.ones_track.masks, strict=True)]
+        device = masks[0].device
+        generators = [torch.Generator(device=device).manual_seed(seed + SELECTION_SEED_OFFSET)
+                      for seed in self.seeds * 2]
+        scoring = self.objective.with_samples(TRACK_SELECTION_SAMPLES).select(list(range(batch)) * 2)
+        loss = scoring.evaluate(both, generators, self.samples_per_call).loss
+        ones_better = loss[batch:] < loss[:batch]
+        chosen = [torch.where(ones_better.view(-1, *[1] * (band.dim() - 1)), band[batch:], band[:batch])
+                  for band in both]
+        return chosen, ones_better.tolist()
 
     def step(self) -> RDELoss:
-        """One update; returns the per-image loss of the masks before it."""
+        """One update; returns the per-image loss of the masks before it (of the first track's, on its
+        draws, once an all-ones track runs beside it)."""
+        if self.steps_done == self.ones_track_step:
+            self._start_ones_track()
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.lr_at(self.steps_done, self.total_steps)
         self.optimizer.zero_grad(set_to_none=True)
@@ -328,6 +386,8 @@ class MaskOptimizer:
         with torch.no_grad():
             for band in self.masks:
                 band.clamp_(0, 1)
+        if self.ones_track is not None:
+            self.ones_track.step()
         return losses
 
 
@@ -357,7 +417,9 @@ class RDEResult:
     target: torch.Tensor         # (B,) the classes explained
     probabilities: torch.Tensor  # (B, K) the classifier's softmax on the images
     history: RDEHistory
-    start: list[str] | None = None  # per image, the start chosen by a start selection (CartoonX, init="predictor")
+    # per image, the start chosen by a start selection (CartoonX, init="predictor"), or ONES_TRACK where the
+    # schedule's all-ones track gave the returned mask (None for the others where no selection ran)
+    start: list[str | None] | None = None
 
     @property
     def flat_masks(self) -> torch.Tensor:
@@ -436,7 +498,10 @@ class RDE(ABC):
                 history.append(optimizer.step())
                 if progress and index % 20 == 0:
                     bar.set_postfix(loss=f"{float(history[-1].loss.mean()):.4f}")
-        masks = [band.detach() for band in optimizer.masks]
+            masks, from_ones_track = optimizer.chosen()
+        if any(from_ones_track):
+            start = [ONES_TRACK if ones else name for name, ones in
+                     zip(start or [None] * len(masks[0]), from_ones_track, strict=True)]
         return RDEResult(masks, self.visualize(images, masks, representation), objective.target,
                          objective.reference, _stack_history(history, images), start)
 
