@@ -128,7 +128,8 @@ class Explainer:
             images: a float tensor or numpy array in [0, 1].
             target: None (the predicted class), a class index or name, or one per image.
             refine_steps: CartoonX steps from the predicted mask, or from the start that
-                ``CartoonX.select_start`` prefers to it per image (0: the one-pass mask).
+                ``CartoonX.select_start`` prefers to it per image, under the bundle's refinement
+                schedule (with its all-ones track, where it has one); 0: the one-pass mask.
 
         Returns:
             An ``Explanation``: prediction, probabilities, distinct and agnostic parts, the

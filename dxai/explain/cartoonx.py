@@ -41,8 +41,9 @@ class CartoonX(RDE):
     and clamped to [0, 1]. With a ``mask_predictor`` (``dxai.nets.mask_predictor``: [0, 1]
     images and classes in, masks out), ``init="predictor"`` (given here as the default, or per
     call) starts from its mask. From any given mask the optimisation follows ``refine_schedule``
-    (``"refine"``: a higher, decaying learning rate chosen for a predicted start; ``"paper"`` or
-    None: the constant ``lr``), from all-ones the paper's constant ``lr``.
+    (``"refine"``: a higher, decaying learning rate chosen for a predicted start, with an all-ones
+    track beside it after 15 % of the steps, ``Schedule.ones_track_from``; ``"paper"`` or None: the
+    constant ``lr``), from all-ones the paper's constant ``lr``.
 
     Start selection (``init="predictor"``, with ``start_l1_weight`` set): per image, the
     predicted mask, its blend with all-ones and all-ones are scored on ``start_samples`` fixed

@@ -336,8 +336,9 @@ class MaskOptimizer:
         self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in self.seeds]
         self.ones_track: MaskOptimizer | None = None
         fraction = self.schedule.ones_track_from
-        self.ones_track_step = (round(fraction * total_steps) if fraction is not None and objective.num_samples > 1
-                                and round(fraction * total_steps) < total_steps else None)
+        joins = None if fraction is None else math.ceil(fraction * total_steps - 1e-9)  # after that share of steps
+        shared = joins is not None and joins < total_steps and objective.num_samples > 1
+        self.ones_track_step = joins if shared else None
 
     def _start_ones_track(self) -> None:
         """The all-ones track (its own seeds, Adam state and the schedule's remaining steps); each track
