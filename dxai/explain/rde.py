@@ -265,8 +265,8 @@ class RDEObjective:
 
 ONES_TRACK_FROM = 0.15              # the refinement's all-ones track joins after this fraction of the steps
 TRACK_SELECTION_SAMPLES = 8         # fixed noise draws per image that choose between the two tracks
-ONES_TRACK_SEED_OFFSET = 7_919_001  # the all-ones track's and the choice's draws apart from the first track's
-SELECTION_SEED_OFFSET = 104_729
+ONES_TRACK_SEED_OFFSET = 7_919_001  # the all-ones track's draws apart from the first track's
+SELECTION_SEED_OFFSET = 104_729     # the choice's draws apart from both tracks'
 ONES_TRACK = "all-ones track"       # RDEResult.start of an image whose returned mask is the all-ones track's
 
 
