@@ -21,12 +21,12 @@ from torch import nn
 from dxai.bundle import BundleError, find_bundle, load_weights, read_manifest
 from dxai.errors import DXAIError
 from dxai.explain.cartoonx import CartoonX
-from dxai.explain.cpu_split import split_over_cores
+from dxai.explain.cpu_split import split_branches_over_cores, split_over_cores
 from dxai.explain.inputs import Target, check_images, resolve_target
 from dxai.explanation import Explanation
 from dxai.layout import channels_last
 from dxai.nets.classifier import build_classifier
-from dxai.nets.generator import Generator, decompose
+from dxai.nets.generator import Generator
 from dxai.nets.mask_predictor import MaskPredictor
 from dxai.normalization import Normalization
 from dxai.wavelets import flatten_mask
@@ -110,7 +110,7 @@ class Explainer:
 
     def branches(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The generator's branches (B, n, C, H, W) of normalised images under their targets' styles."""
-        return split_over_cores(lambda chunk, labels: decompose(self.generator, self.styles, chunk, labels), x, target)
+        return split_branches_over_cores(self.generator, x, self.styles[target])
 
     def predicted_masks(self, images: torch.Tensor, target: torch.Tensor):
         """The mask predictor's one-pass wavelet masks (bands) of images in [0, 1]."""

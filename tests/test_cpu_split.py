@@ -3,7 +3,7 @@
 import torch
 
 from dxai.config import load_config
-from dxai.explain.cpu_split import split_over_cores
+from dxai.explain.cpu_split import branch_work, split_branches_over_cores, split_over_cores
 from dxai.models import build_generator, predictor_settings
 from dxai.nets.mask_predictor import MaskPredictor
 
@@ -38,5 +38,36 @@ def test_chunks_run_one_per_thread_and_join_to_the_whole_batchs_outputs():
         with torch.no_grad():
             split_over_cores(generate, images, style)
         assert seen == [5, 5]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_branch_work_covers_every_branch_and_image_once_and_balances_the_threads():
+    for branches, batch, threads in [(5, 4, 2), (5, 1, 2), (4, 3, 2), (5, 7, 3), (2, 5, 4)]:
+        work = branch_work(branches, batch, threads)
+        covered = torch.zeros(batch, branches, dtype=torch.long)
+        for units in work:
+            for indices, rows in units:
+                covered[rows, indices] += 1
+        assert bool((covered == 1).all())
+        loads = [sum(len(indices) * (rows.stop - rows.start) for indices, rows in units) for units in work]
+        assert max(loads) - min(loads) <= branches  # at most one image's branches apart
+    assert branch_work(5, 4, 2) == [[([0, 1], slice(0, 4)), ([4], slice(0, 2))],
+                                    [([2, 3], slice(0, 4)), ([4], slice(2, 4))]]
+
+
+def test_the_generator_split_by_branches_equals_its_forward():
+    cfg = load_config("synthetic")
+    torch.manual_seed(0)
+    generator = build_generator(cfg).eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            for batch in (1, 3, 4):
+                images, style = torch.rand(batch, 3, 32, 32), torch.randn(batch, cfg.decomposition.style_dim)
+                split = split_branches_over_cores(generator, images, style)
+                assert torch.allclose(split, generator(images, style), atol=1e-5)
+                assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)

@@ -1,10 +1,11 @@
-"""A batch split across the CPU's cores: one chunk of images per core, each on one torch thread.
+"""A batch split across the CPU's cores: one chunk of the work per core, each on one torch thread.
 
 On a CPU the generator's per-branch forward runs on one intra-op thread (its many thin
 convolutions and reductions run slower on two threads than on one), and the mask predictor's
-small layers gain little from a second one. Chunks of the batch computed side by side in Python
-threads (torch releases the GIL inside its kernels) use every core at once instead:
-docs/experiments.md measures both.
+small layers gain little from a second one. Chunks of the work computed side by side in Python
+threads (torch releases the GIL inside its kernels) use every core at once instead: chunks of the
+batch for any network (``split_over_cores``), and for the generator whole branches where possible
+(``split_branches_over_cores``); docs/experiments.md measures them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,44 @@ def split_over_cores(function: Callable, *batches: torch.Tensor):
     finally:
         torch.set_num_threads(threads)
     return _join(outputs)
+
+
+def branch_work(num_branches: int, batch: int, threads: int) -> list[list[tuple[list[int], slice]]]:
+    """Per thread, its units of (branch indices, images): whole branches on the whole batch as far as
+    they divide among the threads, the remaining branches on one chunk of the images per thread. Every
+    thread then computes about num_branches * batch / threads branch-images, in batches as large as
+    that allows (the generator's thin layers run 10 % faster per image at batch 4 than at 2)."""
+    whole, rest = divmod(num_branches, threads)
+    bounds = [round(batch * index / threads) for index in range(threads + 1)]
+    work = []
+    for thread in range(threads):
+        units = [(list(range(thread * whole, (thread + 1) * whole)), slice(0, batch))] if whole else []
+        if rest and bounds[thread] < bounds[thread + 1]:
+            units.append((list(range(threads * whole, num_branches)), slice(bounds[thread], bounds[thread + 1])))
+        work.append(units)
+    return work
+
+
+def split_branches_over_cores(generator, images: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """``generator(images, style)`` (a ``dxai.nets.generator.Generator``), on a CPU without gradients
+    as ``branch_work``'s units side by side, one torch thread each; else as one call."""
+    threads, batch = torch.get_num_threads(), len(images)
+    if torch.is_grad_enabled() or images.device.type != "cpu" or threads < 2 or len(style) != batch:
+        return generator(images, style)
+    work = branch_work(generator.num_branches, batch, threads)
+    out = images.new_empty(len(style), generator.num_branches, generator.img_channels, *images.shape[-2:])
+
+    def run_units(thread: int) -> None:
+        torch.set_num_threads(1)  # per thread under OpenMP, process-wide otherwise: restored below
+        for branches, rows in work[thread]:
+            out[rows, branches[0]:branches[-1] + 1] = generator.branch_forward(images[rows], style[rows], branches)
+
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="dxai-cpu-split") as pool:
+            list(pool.map(run_units, range(threads)))
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 def _join(outputs: list):
