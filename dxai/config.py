@@ -144,7 +144,7 @@ class CartoonXConfig:
     refine_final_lr_fraction: float = 0.1  # decayed along a cosine to this fraction of it
     refine_num_samples: int | None = None  # L of the refinement (None: num_samples)
     refine_l1_at_zero: bool = True       # refinement: entries at 0 feel l1's derivative into [0, 1] (Schedule)
-    refine_ones_track_from: float | None = 0.15  # refinement: an all-ones track joins after this fraction of the
+    refine_ones_track_from: float | None = 0.1   # refinement: an all-ones track joins after this fraction of the
                                                  # steps, half the draws each; the better per image (None: off)
 
 

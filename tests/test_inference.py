@@ -101,7 +101,7 @@ def test_refinement_follows_the_bundles_refinement_schedule(run_dir, images, mon
     c = load_config("synthetic").cartoonx
     expected = rde.Schedule(c.refine_lr, c.refine_final_lr_fraction, c.refine_num_samples, c.refine_l1_at_zero,
                             c.refine_ones_track_from)
-    # 3 steps: the all-ones track joins after ceil(0.15 * 3) = 1 step, with the schedule's remaining 2
+    # 3 steps: the all-ones track joins after ceil(0.1 * 3) = 1 step, with the schedule's remaining 2
     assert used == [(expected, 3), (dataclasses.replace(expected, ones_track_from=None), 2)]
 
 

@@ -42,7 +42,7 @@ class CartoonX(RDE):
     images and classes in, masks out), ``init="predictor"`` (given here as the default, or per
     call) starts from its mask. From any given mask the optimisation follows ``refine_schedule``
     (``"refine"``: a higher, decaying learning rate chosen for a predicted start, with an all-ones
-    track beside it after 15 % of the steps, ``Schedule.ones_track_from``; ``"paper"`` or None: the
+    track beside it after 10 % of the steps, ``Schedule.ones_track_from``; ``"paper"`` or None: the
     constant ``lr``), from all-ones the paper's constant ``lr``.
 
     Start selection (``init="predictor"``, with ``start_l1_weight`` set): per image, the

@@ -263,7 +263,7 @@ class RDEObjective:
         return terms.sum(1)
 
 
-ONES_TRACK_FROM = 0.15              # the refinement's all-ones track joins after this fraction of the steps
+ONES_TRACK_FROM = 0.1               # the refinement's all-ones track joins after this fraction of the steps
 TRACK_SELECTION_SAMPLES = 8         # fixed noise draws per image that choose between the two tracks
 ONES_TRACK_SEED_OFFSET = 7_919_001  # the all-ones track's draws apart from the first track's
 SELECTION_SEED_OFFSET = 104_729     # the choice's draws apart from both tracks'
