@@ -151,8 +151,8 @@ def optimisation_curves(cartoonx: CartoonX, images: torch.Tensor, representation
         if not rows:
             return
         rows = sorted(rows)
-        masks = optimizer.chosen()[0]  # what the optimisation would return if it stopped here
-        loss = bank([band[rows] for band in masks], [row % batch for row in rows]).loss.cpu()
+        masks = optimizer.chosen(rows)[0]  # what the optimisation would return if it stopped here
+        loss = bank(masks, [row % batch for row in rows]).loss.cpu()
         by_row = dict(zip(rows, loss, strict=True))
         for j in curves:
             points[j].append(step)

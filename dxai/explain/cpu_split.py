@@ -26,18 +26,24 @@ def split_over_cores(function: Callable, *batches: torch.Tensor):
         return function(*batches)
     count = min(threads, batch)
     chunks = [tensor.tensor_split(count) for tensor in batches]
+    return _join(_side_by_side(count, lambda index: function(*(chunk[index] for chunk in chunks))))
 
-    def run_chunk(index: int):
+
+def _side_by_side(count: int, work: Callable[[int], object]) -> list:
+    """``[work(0), ..., work(count - 1)]``, each in its own Python thread on one torch thread, without
+    gradients; the process's torch thread count is restored after."""
+    threads = torch.get_num_threads()
+
+    def run(index: int):
         torch.set_num_threads(1)  # per thread under OpenMP, process-wide otherwise: restored below
         with torch.no_grad():
-            return function(*(chunk[index] for chunk in chunks))
+            return work(index)
 
     try:
         with ThreadPoolExecutor(count, thread_name_prefix="dxai-cpu-split") as pool:
-            outputs = list(pool.map(run_chunk, range(count)))
+            return list(pool.map(run, range(count)))
     finally:
         torch.set_num_threads(threads)
-    return _join(outputs)
 
 
 def branch_work(num_branches: int, batch: int, threads: int) -> list[list[tuple[list[int], slice]]]:
@@ -66,15 +72,10 @@ def split_branches_over_cores(generator, images: torch.Tensor, style: torch.Tens
     out = images.new_empty(len(style), generator.num_branches, generator.img_channels, *images.shape[-2:])
 
     def run_units(thread: int) -> None:
-        torch.set_num_threads(1)  # per thread under OpenMP, process-wide otherwise: restored below
         for branches, rows in work[thread]:
             out[rows, branches[0]:branches[-1] + 1] = generator.branch_forward(images[rows], style[rows], branches)
 
-    try:
-        with ThreadPoolExecutor(threads, thread_name_prefix="dxai-cpu-split") as pool:
-            list(pool.map(run_units, range(threads)))
-    finally:
-        torch.set_num_threads(threads)
+    _side_by_side(threads, run_units)
     return out
 
 

@@ -263,7 +263,6 @@ class RDEObjective:
         return terms.sum(1)
 
 
-ONES_TRACK_FROM = 0.1               # the refinement's all-ones track joins after this fraction of the steps
 TRACK_SELECTION_SAMPLES = 8         # fixed noise draws per image that choose between the two tracks
 ONES_TRACK_SEED_OFFSET = 7_919_001  # the all-ones track's draws apart from the first track's
 SELECTION_SEED_OFFSET = 104_729     # the choice's draws apart from both tracks'
@@ -305,7 +304,7 @@ class Schedule:
 SCHEDULES = {
     "paper": Schedule(lr=1e-3),                                # CartoonX paper, Algorithm 1, from all-ones
     # from a given mask (docs/experiments.md)
-    "refine": Schedule(lr=3e-2, final_lr_fraction=0.1, l1_at_zero=True, ones_track_from=ONES_TRACK_FROM),
+    "refine": Schedule(lr=3e-2, final_lr_fraction=0.1, l1_at_zero=True, ones_track_from=0.1),
 }
 
 
@@ -350,22 +349,23 @@ class MaskOptimizer:
             seeds=[seed + ONES_TRACK_SEED_OFFSET for seed in self.seeds], samples_per_call=self.samples_per_call,
             schedule=replace(self.schedule, ones_track_from=None), total_steps=self.total_steps - self.steps_done)
 
-    def chosen(self) -> tuple[Bands, list[bool]]:
-        """The masks the optimisation returns now, and per image whether they are the all-ones track's:
-        per image the track with the lower loss on ``TRACK_SELECTION_SAMPLES`` draws, the same draws for
-        both tracks and at every call (one track: its masks)."""
-        masks = [band.detach() for band in self.masks]
+    def chosen(self, rows: Sequence[int] | None = None) -> tuple[Bands, list[bool]]:
+        """The masks the optimisation returns now for the images ``rows`` (default: all), and per image
+        whether they are the all-ones track's: per image the track with the lower loss on
+        ``TRACK_SELECTION_SAMPLES`` draws, the same draws for both tracks and at every call (one track:
+        its masks)."""
+        rows = list(range(len(self.seeds))) if rows is None else list(rows)
+        masks = [band.detach()[rows] for band in self.masks]
         if self.ones_track is None:
-            return masks, [False] * len(self.seeds)
-        batch = len(self.seeds)
-        both = [torch.cat([mine, ones.detach()]) for mine, ones in zip(masks, self.ones_track.masks, strict=True)]
-        device = masks[0].device
-        generators = [torch.Generator(device=device).manual_seed(seed + SELECTION_SEED_OFFSET)
-                      for seed in self.seeds * 2]
-        scoring = self.objective.with_samples(TRACK_SELECTION_SAMPLES).select(list(range(batch)) * 2)
+            return masks, [False] * len(rows)
+        count = len(rows)
+        both = [torch.cat([mine, ones.detach()[rows]]) for mine, ones in zip(masks, self.ones_track.masks, strict=True)]
+        generators = [torch.Generator(device=masks[0].device).manual_seed(self.seeds[row] + SELECTION_SEED_OFFSET)
+                      for row in rows * 2]
+        scoring = self.objective.with_samples(TRACK_SELECTION_SAMPLES).select(rows * 2)
         loss = scoring.evaluate(both, generators, self.samples_per_call).loss
-        ones_better = loss[batch:] < loss[:batch]
-        chosen = [torch.where(ones_better.view(-1, *[1] * (band.dim() - 1)), band[batch:], band[:batch])
+        ones_better = loss[count:] < loss[:count]
+        chosen = [torch.where(ones_better.view(-1, *[1] * (band.dim() - 1)), band[count:], band[:count])
                   for band in both]
         return chosen, ones_better.tolist()
 
