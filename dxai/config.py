@@ -162,6 +162,7 @@ class MasksConfig:
     batch_size: int | None = 32          # None: data.batch_size
     lr: float = 1e-3
     num_samples: int = 4                 # L per training image, fresh noise every step
+    ema_beta: float = 0.999              # > 0: the stage keeps an EMA of the weights (warmed up as the generator's)
     image_every_steps: int = 200
     num_panel_images: int = 6
     distill: bool = False                # also fit CartoonX masks optimised on a cached training subset

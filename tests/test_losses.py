@@ -16,7 +16,8 @@ from dxai.measures.decomposition import (
     top_probability,
 )
 from dxai.training import losses
-from dxai.training.decomposition import alpha_blend, alternative_labels, ema_beta, update_ema
+from dxai.training.common import ema_beta, update_ema
+from dxai.training.decomposition import alpha_blend, alternative_labels
 
 
 def hand_branches(batch=2, n=4):

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from dxai.config import load_config
 from dxai.evaluation.report import _masks_section
@@ -29,7 +30,9 @@ def test_masks_stage_comes_after_the_classifier_and_the_decomposition():
 
 
 def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_overrides):
-    cfg = load_config("synthetic", tiny_overrides + TINY_MASKS + ["masks.unroll_steps=1"])  # semi-amortized
+    cfg = load_config("synthetic", tiny_overrides + TINY_MASKS + ["masks.unroll_steps=1",  # semi-amortized
+                                                                  "masks.ema_beta=0.5",
+                                                                  "masks.image_every_steps=3"])  # last.ckpt at the end
     run_pipeline(cfg, "classifier")
     run_dir = run_pipeline(cfg, "masks")
 
@@ -59,6 +62,11 @@ def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_override
     predictor = load_mask_predictor(cfg, run_dir)
     out = predictor(torch.rand(2, 3, 16, 16), torch.tensor([0, 1]))
     assert [tuple(band.shape[1:]) for band in out] == mask_shapes(16, cfg.cartoonx.levels)
+    # the kept predictor is the EMA of the weights, which the checkpoint holds beside the trained ones
+    state = torch.load(run_dir / "checkpoints" / "masks" / "last.ckpt", weights_only=False)["state_dict"]
+    saved = load_file(str(predictor_path(run_dir)))
+    assert all(torch.equal(saved[name], state[f"predictor_ema.{name}"]) for name in saved)
+    assert not all(torch.equal(saved[name], state[f"predictor.{name}"]) for name in saved)
 
 
 def test_loading_a_predictor_of_other_settings_is_a_clear_error(tiny_overrides):

@@ -97,7 +97,7 @@ def run(cfg: Config, run_dir: Path) -> dict:
         trainer.fit(module, train_dataloaders=data.train_dataloader(), ckpt_path=resume_path(run_dir, STAGE))
         results = {}
         if trainer.is_global_zero:
-            predictor = module.predictor.eval().requires_grad_(False)
+            predictor = module.trained_predictor.eval().requires_grad_(False)
             save_weights(predictor, predictor_path(run_dir))
             results = evaluate(cfg, trainer, classifier, predictor, data.val_set, run_dir, reference)
     except BaseException:

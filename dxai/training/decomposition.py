@@ -43,7 +43,7 @@ from dxai.nets.mapping import class_styles
 from dxai.normalization import Normalization
 from dxai.run_folder import resume_path
 from dxai.training import losses
-from dxai.training.common import FrozenClassifier, log_image_panel, process_count
+from dxai.training.common import FrozenClassifier, ema_beta, log_image_panel, process_count, update_ema
 from dxai.training.views import random_views
 
 STAGE = "decomposition"
@@ -94,18 +94,6 @@ def alpha_blend(branches_y: torch.Tensor, branches_alt: torch.Tensor,
     x_hat_y = branches_y[:, 0] + (a * agnostic_y + (1 - a) * agnostic_alt).sum(1)
     x_hat_alt = (a * agnostic_alt + (1 - a) * agnostic_y).sum(1)
     return x_hat_y, x_hat_alt
-
-
-def ema_beta(beta: float, iteration: int) -> float:
-    """``beta``, warmed up as min(beta, (1 + t) / (10 + t)) so that short runs get a useful EMA
-    (after 1000 iterations 0.991; 0.999 from 9000 on)."""
-    return min(beta, (1 + iteration) / (10 + iteration))
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    for ema_param, param in zip(ema.parameters(), model.parameters()):
-        ema_param.lerp_(param.detach(), 1 - beta)
 
 
 class DecompositionModule(FrozenClassifier, pl.LightningModule):

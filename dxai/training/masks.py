@@ -27,6 +27,8 @@ The stage runner (``dxai.stages.masks``) trains this module, saves the predictor
 
 from __future__ import annotations
 
+import copy
+
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -35,7 +37,7 @@ from dxai.config import Config
 from dxai.explain.rde import RDELoss, RDEObjective
 from dxai.models import build_cartoonx, build_mask_predictor
 from dxai.normalization import Normalization
-from dxai.training.common import FrozenClassifier, log_image_panel
+from dxai.training.common import FrozenClassifier, ema_beta, log_image_panel, update_ema
 from dxai.wavelets import flatten_mask
 
 STAGE = "masks"
@@ -72,6 +74,7 @@ class MaskModule(FrozenClassifier, pl.LightningModule):
         self.cfg = cfg
         self.normalization = Normalization.symmetric(cfg.data.img_channels)
         self.predictor = build_mask_predictor(cfg)
+        self.predictor_ema = copy.deepcopy(self.predictor).requires_grad_(False) if cfg.masks.ema_beta > 0 else None
         self.cartoonx = build_cartoonx(cfg, classifier.eval().requires_grad_(False), cfg.masks.num_samples)
         self.classifier = self.cartoonx.classifier
         self.representation = self.cartoonx.representation((cfg.data.img_size, cfg.data.img_size))
@@ -118,6 +121,17 @@ class MaskModule(FrozenClassifier, pl.LightningModule):
             logs["train/distill"] = distill.detach()
         self.log_dict(logs, prog_bar=True, batch_size=len(images))
         return loss
+
+    @property
+    def trained_predictor(self) -> nn.Module:
+        """The predictor that the stage keeps: the EMA of the weights when ``masks.ema_beta`` > 0."""
+        return self.predictor if self.predictor_ema is None else self.predictor_ema
+
+    def optimizer_step(self, *args, **kwargs):
+        """The step, then the EMA (here, not in ``on_train_batch_end``: checkpoints are written before that)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.predictor_ema is not None:
+            update_ema(self.predictor_ema, self.predictor, ema_beta(self.cfg.masks.ema_beta, self.global_step))
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.global_step % self.cfg.masks.image_every_steps == 0:
