@@ -6,13 +6,13 @@ from safetensors.torch import load_file
 
 from dxai.config import load_config
 from dxai.evaluation.report import _masks_section
-from dxai.models import build_mask_predictor
+from dxai.models import build_configured_classifier, build_mask_predictor
 from dxai.pipeline import run_pipeline
 from dxai.run_folder import RunFolderError, load_mask_predictor, predictor_path, save_weights
 from dxai.stages import STAGES
 from dxai.stages import masks as masks_stage
 from dxai.stages.masks import is_done
-from dxai.training.masks import ramped_lam, unrolled_masks
+from dxai.training.masks import MaskModule, ramped_lam, unrolled_masks
 from dxai.wavelets import mask_shapes
 
 TINY_MASKS = ["masks.max_steps=3", "masks.batch_size=8", "masks.num_samples=2", "masks.base_channels=8",
@@ -78,6 +78,20 @@ def test_loading_a_predictor_of_other_settings_is_a_clear_error(tiny_overrides):
     wider = load_config("synthetic", tiny_overrides + TINY_MASKS + ["masks.base_channels=16"])
     with pytest.raises(RunFolderError, match="does not fit"):
         load_mask_predictor(wider, wider.run_dir)
+
+
+@pytest.mark.parametrize("saved_beta,resumed_beta", [(0.0, 0.999), (0.999, 0.0)])
+def test_a_checkpoint_resumes_with_or_without_the_ema(tiny_overrides, saved_beta, resumed_beta):
+    def module(beta):
+        cfg = load_config("synthetic", tiny_overrides + TINY_MASKS + [f"masks.ema_beta={beta}"])
+        return MaskModule(cfg, build_configured_classifier(cfg), torch.rand(2, 3, 16, 16))
+
+    saved, resumed = module(saved_beta), module(resumed_beta)
+    checkpoint = {"state_dict": dict(saved.state_dict())}
+    saved.on_save_checkpoint(checkpoint)
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.load_state_dict(checkpoint["state_dict"])  # strict: every key present, none left over
+    assert torch.equal(next(resumed.trained_predictor.parameters()), next(saved.predictor.parameters()))
 
 
 def test_lam_ramps_up_from_zero_then_stays():

@@ -133,6 +133,19 @@ class MaskModule(FrozenClassifier, pl.LightningModule):
         if self.predictor_ema is not None:
             update_ema(self.predictor_ema, self.predictor, ema_beta(self.cfg.masks.ema_beta, self.global_step))
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints of a run with the other ``masks.ema_beta`` resume too: without an EMA in them, it
+        starts at their weights; with one that is no longer wanted, it is left out."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        has_ema = any(key.startswith("predictor_ema.") for key in state)
+        if self.predictor_ema is not None and not has_ema:
+            state.update({f"predictor_ema.{key.removeprefix('predictor.')}": value
+                          for key, value in list(state.items()) if key.startswith("predictor.")})
+        elif self.predictor_ema is None and has_ema:
+            for key in [key for key in state if key.startswith("predictor_ema.")]:
+                del state[key]
+
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.global_step % self.cfg.masks.image_every_steps == 0:
             self.log_panel()
