@@ -14,8 +14,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dxai.layout import pixel_shuffle_2x
-
 INV_SQRT2 = 1 / math.sqrt(2)
 
 
@@ -149,20 +147,20 @@ def pointwise_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups:
     return out.view(batch, outputs, height, width)
 
 
-# Row r of a 3x3 kernel seen from a nearest-2x-upsampled input, per output phase p (row 2i + p):
-# the taps that read input row i - 1 + a of the small image, summed (``[p][a][r]``).
-_UPSAMPLED_TAPS = ((1, 0, 0), (0, 1, 1), (0, 0, 0)), ((0, 0, 0), (1, 1, 0), (0, 0, 1))
+# Row t of the 4x4 kernel of a stride-2, padding-1 transposed convolution that equals nearest 2x
+# upsampling followed by a 3x3, padding-1 convolution: the rows r of the 3x3 kernel it sums (``[t][r]``).
+_UPSAMPLING_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
 
 
 def upsampled_branch_conv(conv: nn.Conv2d, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
-    """``branch_conv(conv, nearest_2x_upsample(x))`` for a 3x3, padding-1 ``conv``, as a sub-pixel
-    convolution: one 3x3 convolution of ``x`` itself with the four output phases' kernels, and a pixel
-    shuffle. The same sums of products, without the upsampled copy and on a quarter of the positions."""
+    """``branch_conv(conv, nearest_2x_upsample(x))`` for a 3x3, padding-1 ``conv``, as one stride-2
+    transposed convolution of ``x`` itself with a 4x4 kernel: the same sums of products, without the
+    upsampled copy (oneDNN: 1.5-2.3x faster than a sub-pixel convolution and its pixel shuffle)."""
     rows = _branch_rows(conv.out_channels, branch, groups)
-    taps = torch.tensor(_UPSAMPLED_TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
-    phases = torch.einsum("pay,qbx,oiyx->opqiab", taps, taps, conv.weight[rows])
-    bias = None if conv.bias is None else conv.bias[rows].repeat_interleave(4)
-    return pixel_shuffle_2x(F.conv2d(x, phases.flatten(0, 2), bias, padding=1))
+    taps = torch.tensor(_UPSAMPLING_TAPS, dtype=conv.weight.dtype, device=conv.weight.device)
+    kernel = torch.einsum("ty,ux,oiyx->iotu", taps, taps, conv.weight[rows])
+    bias = None if conv.bias is None else conv.bias[rows]
+    return F.conv_transpose2d(x, kernel, bias, stride=2, padding=1)
 
 
 WIDE_ROW = 64  # elements per row of the wide view of a channels-last tensor with few channels
@@ -233,19 +231,33 @@ def average_pool(x: torch.Tensor) -> torch.Tensor:
 
 
 def _merge(skip: torch.Tensor, residual_over_sqrt2: torch.Tensor) -> torch.Tensor:
-    """``(skip + residual) / sqrt(2)`` in one pass, the residual's last convolution already scaled."""
-    return torch.add(residual_over_sqrt2, skip, alpha=INV_SQRT2)
+    """``(skip + residual) / sqrt(2)`` in one pass into the residual (its last convolution's own
+    output, already scaled)."""
+    return residual_over_sqrt2.add_(skip, alpha=INV_SQRT2)
+
+
+def _merge_upsampled(skip: torch.Tensor, residual_over_sqrt2: torch.Tensor) -> torch.Tensor:
+    """``_merge(nearest_2x_upsample(skip), residual)``; for channels-last tensors as one broadcast add
+    of each skip position to its 2 x 2 residual positions, without the upsampled copy."""
+    if not (_channels_last_only(skip) and _channels_last_only(residual_over_sqrt2)):
+        return _merge(F.interpolate(skip, scale_factor=2, mode="nearest"), residual_over_sqrt2)
+    batch, channels, height, width = skip.shape
+    cells = residual_over_sqrt2.permute(0, 2, 3, 1).view(batch, height, 2, width, 2, channels)
+    cells.add_(skip.permute(0, 2, 3, 1)[:, :, None, :, None], alpha=INV_SQRT2)
+    return residual_over_sqrt2
 
 
 def resblk_branch(block: ResBlk, x: torch.Tensor, branch: int, groups: int) -> torch.Tensor:
     """``block.forward`` of one branch's features."""
-    h = branch_norm(block.norm1, x, branch, groups) if block.normalize else x
-    h = branch_conv(block.conv1, F.leaky_relu(h, 0.2), branch, groups)
+    # Activations in place wherever their input is a fresh tensor of this block: on a CPU an in-place
+    # pass over 7 channels at 256 px is about 2x faster than one that writes a new tensor.
+    h = F.leaky_relu_(branch_norm(block.norm1, x, branch, groups), 0.2) if block.normalize else F.leaky_relu(x, 0.2)
+    h = branch_conv(block.conv1, h, branch, groups)
     if block.downsample:
         h = average_pool(h)
     if block.normalize:
         h = branch_norm(block.norm2, h, branch, groups)
-    h = branch_conv(block.conv2, F.leaky_relu(h, 0.2), branch, groups, INV_SQRT2)
+    h = branch_conv(block.conv2, F.leaky_relu_(h, 0.2), branch, groups, INV_SQRT2)
     # The 1x1 shortcut commutes with the average pooling: applied after it, on a quarter of the positions.
     skip = average_pool(x) if block.downsample else x
     if block.shortcut is not None:
@@ -263,15 +275,13 @@ def adain_resblk_branch(block: AdainResBlk, x: torch.Tensor, params1: torch.Tens
                         branch: int, groups: int) -> torch.Tensor:
     """``block.forward`` of one branch's features; ``params1``/``params2`` from ``adain_params``."""
     eps = block.norm1.norm.eps
-    h = F.leaky_relu(scaled_norm(x, params1[:, branch, 0], params1[:, branch, 1], eps), 0.2)
+    h = F.leaky_relu_(scaled_norm(x, params1[:, branch, 0], params1[:, branch, 1], eps), 0.2)
     if block.upsample:
         h = upsampled_branch_conv(block.conv1, h, branch, groups)
     else:
         h = branch_conv(block.conv1, h, branch, groups)
-    h = F.leaky_relu(scaled_norm(h, params2[:, branch, 0], params2[:, branch, 1], eps), 0.2)
+    h = F.leaky_relu_(scaled_norm(h, params2[:, branch, 0], params2[:, branch, 1], eps), 0.2)
     h = branch_conv(block.conv2, h, branch, groups, INV_SQRT2)
     # The 1x1 shortcut commutes with nearest upsampling: applied first, on a quarter of the positions.
     skip = branch_conv(block.shortcut, x, branch, groups) if block.shortcut is not None else x
-    if block.upsample:
-        skip = F.interpolate(skip, scale_factor=2, mode="nearest")
-    return _merge(skip, h)
+    return _merge_upsampled(skip, h) if block.upsample else _merge(skip, h)
