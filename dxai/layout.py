@@ -25,12 +25,3 @@ def pixel_shuffle_2x(x: torch.Tensor) -> torch.Tensor:
     out = out.permute(0, 1, 4, 2, 5, 3).reshape(batch, 2 * height, 2 * width, channels // 4)
     return out.permute(0, 3, 1, 2)
 
-
-def shuffle_phases_into_images(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """(N * C, 4, H, W) channels-last phases of N * C single-channel images -> (N, C, 2H, 2W) channels-last,
-    as one copy: output (2i + p, 2j + q) of image n, channel c is input row C n + c, channel 2p + q, at (i, j).
-    ``pixel_shuffle_2x`` of each row, with the images' channels gathered in the same copy."""
-    rows, _, height, width = x.shape
-    out = x.permute(0, 2, 3, 1).reshape(rows // channels, channels, height, width, 2, 2)
-    out = out.permute(0, 2, 4, 3, 5, 1).reshape(rows // channels, 2 * height, 2 * width, channels)
-    return out.permute(0, 3, 1, 2)

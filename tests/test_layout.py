@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from dxai.layout import pixel_shuffle_2x, shuffle_phases_into_images
+from dxai.layout import pixel_shuffle_2x
 
 
 @pytest.mark.parametrize("channels", [4, 12])
@@ -17,13 +17,3 @@ def test_the_channels_last_pixel_shuffle_equals_torchs(channels, memory_format):
     (gradient_theirs,) = torch.autograd.grad((theirs * weights).sum(), x)
     assert torch.equal(gradient_ours, gradient_theirs)
 
-
-def test_shuffling_phases_into_images_equals_torchs_pixel_shuffle_per_channel():
-    x = torch.randn(2 * 3, 4, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
-    ours = shuffle_phases_into_images(x, 3)
-    theirs = F.pixel_shuffle(x, 2).view(2, 3, 10, 14)
-    assert torch.equal(ours, theirs) and ours.is_contiguous(memory_format=torch.channels_last)
-    weights = torch.randn_like(theirs)
-    (gradient_ours,) = torch.autograd.grad((ours * weights).sum(), x)
-    (gradient_theirs,) = torch.autograd.grad((theirs * weights).sum(), x)
-    assert torch.equal(gradient_ours, gradient_theirs)
