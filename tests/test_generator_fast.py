@@ -90,3 +90,25 @@ def test_norm_and_pool_of_one_branch_equal_torch(channels, size, channels_last):
     assert torch.allclose(scaled_norm(x, scale, shift, 1e-5), expected, atol=1e-5)
     assert torch.allclose(average_pool(x), F.avg_pool2d(x, 2), atol=1e-6)
     assert average_pool(x).is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_upsampling_convolution_and_merge_equal_upsampling_first(channels_last):
+    """The per-branch path's transposed convolution equals nearest 2x upsampling and the 3x3 convolution,
+    and its merge adds each skip position to its 2 x 2 upsampled positions, in either memory format."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from dxai.nets.blocks import INV_SQRT2, _merge_upsampled, upsampled_branch_conv
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2 * 6, 2 * 3, 3, padding=1, groups=2)
+    x, skip = torch.randn(2, 6, 5, 7), torch.randn(2, 3, 5, 7)
+    if channels_last:
+        x, skip = x.contiguous(memory_format=torch.channels_last), skip.contiguous(memory_format=torch.channels_last)
+    upsampled = F.interpolate(x, scale_factor=2, mode="nearest")
+    with torch.no_grad():
+        residual = upsampled_branch_conv(conv, x, 1, 2)
+        expected = F.conv2d(upsampled, conv.weight[3:], conv.bias[3:], padding=1)
+        assert torch.allclose(residual, expected, atol=1e-5)
+        merged = (F.interpolate(skip, scale_factor=2, mode="nearest") * INV_SQRT2 + residual).clone()
+        assert torch.allclose(_merge_upsampled(skip, residual), merged, atol=1e-6)
