@@ -121,3 +121,32 @@ def test_init_predictor_without_a_predictor_is_a_clear_error(shapes_batch, train
     cartoonx = CartoonX(trained_classifier, levels=3)
     with pytest.raises(DXAIError, match="mask_predictor"):
         cartoonx.optimize(shapes_batch(1, seed=5)["image"], init="predictor", steps=1)
+
+
+@pytest.mark.parametrize("coefficient_inputs", [False, True])
+def test_a_head_equals_its_convolution_of_the_sampled_features(coefficient_inputs):
+    """The head projects the features onto the target's row before sampling; that equals the definition:
+    sample every feature, concatenate beyond and coefficients, 1x1 convolution, the target's map."""
+    from torch.nn import functional as F
+
+    from dxai.nets.mask_predictor import BEYOND_GAIN, STRETCH, BandHead, band_grids
+    torch.manual_seed(0)
+    head = BandHead(8, 3, 0.95, 6 if coefficient_inputs else 0)
+    with torch.no_grad():
+        head.conv.weight.normal_(0, 0.5)
+        head.conv.bias.normal_(0, 0.5)
+    grid, beyond = band_grids(16, 16, 2, "db3", "zero")[1]
+    features, target = torch.randn(4, 8, 8, 8, requires_grad=True), torch.tensor([0, 2, 1, 2])
+    coefficients = torch.randn(4, 6, *grid.shape[1:3]) if coefficient_inputs else None
+    sampled = F.grid_sample(features, grid.expand(4, -1, -1, -1), mode="bilinear", padding_mode="border",
+                            align_corners=False)
+    inputs = [sampled, BEYOND_GAIN * beyond.expand(4, -1, -1, -1)] + ([coefficients] if coefficient_inputs else [])
+    logits = head.conv(torch.cat(inputs, dim=1))[torch.arange(4), target].unsqueeze(1)
+    expected = (torch.sigmoid(logits) * (1 + 2 * STRETCH) - STRETCH).clamp(0, 1)
+    ours = head(features, target, grid, beyond, coefficients)
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=0)
+    weights = torch.randn_like(ours)
+    inside = (expected > 0) & (expected < 1)  # the definition's clamp has no straight-through gradient
+    assert inside.any()
+    torch.testing.assert_close(torch.autograd.grad((ours * weights * inside).sum(), features)[0],
+                               torch.autograd.grad((expected * weights * inside).sum(), features)[0], atol=1e-5, rtol=0)

@@ -146,13 +146,21 @@ class BandHead(nn.Module):
     def forward(self, features: torch.Tensor, target: torch.Tensor, grid: torch.Tensor,
                 beyond: torch.Tensor, coefficients: torch.Tensor | None = None) -> torch.Tensor:
         """features (B, C, h, w), target (B,), the band's grid (1, h', w', 2), beyond
-        (1, 1, h', w') and optionally per-coefficient inputs (B, K, h', w') -> (B, 1, h', w') in [0, 1]."""
-        batch = len(features)
-        sampled = F.grid_sample(features, grid.expand(batch, -1, -1, -1), mode="bilinear", padding_mode="border",
-                                align_corners=False)
-        inputs = [sampled, BEYOND_GAIN * beyond.expand(batch, -1, -1, -1)]
-        logits = self.conv(torch.cat(inputs if coefficients is None else [*inputs, coefficients], dim=1))
-        logits = logits.gather(1, target.view(-1, 1, 1, 1).expand(-1, 1, *logits.shape[-2:]))
+        (1, 1, h', w') and optionally per-coefficient inputs (B, K, h', w') -> (B, 1, h', w') in [0, 1].
+
+        Computed as the 1x1 convolution of [sampled features, beyond, coefficients] followed by the target's
+        map, but only the target's row of the convolution, and the features projected onto it before the
+        sampling (both are linear): one channel is sampled instead of C, forward and backward.
+        """
+        batch, channels = features.shape[:2]
+        weight = self.conv.weight[target].flatten(1)  # (B, C + 1 + K)
+        projected = torch.einsum("bc,bchw->bhw", weight[:, :channels], features).unsqueeze(1)
+        logits = F.grid_sample(projected, grid.expand(batch, -1, -1, -1), mode="bilinear", padding_mode="border",
+                               align_corners=False)
+        logits = logits + (BEYOND_GAIN * weight[:, channels]).view(-1, 1, 1, 1) * beyond
+        if coefficients is not None:
+            logits = logits + torch.einsum("bk,bkhw->bhw", weight[:, channels + 1:], coefficients).unsqueeze(1)
+        logits = logits + self.conv.bias[target].view(-1, 1, 1, 1)
         values = torch.sigmoid(logits) * (1 + 2 * STRETCH) - STRETCH
         return values + (values.clamp(0, 1) - values).detach()
 
