@@ -69,9 +69,8 @@ class WaveletTransform(nn.Module):
     step, is computed in polyphase form (``polyphase_synthesis_kernel``): per level one dense
     4 -> 4 channel convolution and a pixel shuffle, the finest level one transposed convolution.
     It equals ``DWTInverse`` up to float rounding and runs forward and backward 1.5 to 2 times
-    faster on CPU (32 to 256 px). The
-    'periodization' mode, whose boundary wraps around, and odd-length filters use
-    ``DWTInverse`` itself.
+    faster on CPU (32 to 256 px). The 'periodization' mode, whose boundary wraps around, and
+    odd-length filters use ``DWTInverse`` itself.
     """
 
     def __init__(self, levels: int, wavelet: str = DEFAULT_WAVELET, mode: str = DEFAULT_MODE):
@@ -152,17 +151,16 @@ def _polyphase_inverse(low: torch.Tensor, highs: list[torch.Tensor], kernel: tor
     """``DWTInverse`` of (N * C, 1, h, w) low-pass and (N * C, 1, 3, h_j, w_j) high-pass bands, as
     (N, C, H, W) images in channels-last memory (``channels`` = C), which the classifier takes."""
     image = low
-    for level, high in enumerate(reversed(highs)):
+    for high in reversed(highs[1:]):  # every level but the finest, coarsest first
         # Like DWTInverse: drop the extra row/column an odd-sized level leaves on the low-pass.
         image = image[..., : high.shape[-2], : high.shape[-1]]
-        if level == len(highs) - 1:
-            return _last_level_inverse(image, high, kernel, channels)
         # Channels-last puts a position's 4 bands side by side: oneDNN's convolution then runs
         # forward and backward 2 to 4 times faster than on 4-channel NCHW (docs/experiments.md).
         # Concatenated along the last axis of the (M, h, w, bands) view: one copy, already channels-last.
         bands = torch.cat([image.permute(0, 2, 3, 1), high.flatten(1, 2).permute(0, 2, 3, 1)], dim=3)
         image = pixel_shuffle_2x(F.conv2d(bands.permute(0, 3, 1, 2), kernel))
-    return image
+    finest = highs[0]
+    return _last_level_inverse(image[..., : finest.shape[-2], : finest.shape[-1]], finest, kernel, channels)
 
 
 def _last_level_inverse(low: torch.Tensor, high: torch.Tensor, kernel: torch.Tensor, channels: int) -> torch.Tensor:
