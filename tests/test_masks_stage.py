@@ -45,6 +45,9 @@ def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_override
     assert masks["curves"]["refined from the predictor"]["steps"] == [0, 2, 4]
     assert masks["curves"]["control: refined from all-ones"]["steps"] == [0, 2, 4]  # from the reference's cache
     assert masks["one_pass_loss_ratio"] == pytest.approx(masks["one_pass_loss"] / masks["reference_final_loss"])
+    ratios = sorted(row["one_pass_loss"] / row["reference_loss"] for row in masks["per_image"])
+    assert masks["one_pass_ratio_per_image_median"] == pytest.approx((ratios[1] + ratios[2]) / 2, rel=1e-5)
+    assert ratios[2] <= masks["one_pass_ratio_per_image_p90"] <= ratios[3]
     assert 0 <= masks["steps_to_reference_median"] <= 4 and 0 <= masks["fraction_within_200"] <= 1
     assert masks["one_pass_ms_per_image"] > 0 and masks["reference_s_per_image"] > 0
     assert masks["reference_source"] == "background process"  # computed while the predictor trained

@@ -442,6 +442,9 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
         "control_steps_to_reference_unreached": control_steps["unreached"],
         "one_pass_loss": float(one_pass.mean()),
         "one_pass_loss_ratio": float(one_pass.mean()) / reference_loss,
+        # The mean's ratio is carried by the images with the largest losses; these say what a typical image gets.
+        "one_pass_ratio_per_image_median": float((one_pass / level.cpu()).quantile(0.5)),
+        "one_pass_ratio_per_image_p90": float((one_pass / level.cpu()).quantile(0.9)),
         "refined_loss_ratio_at_200": _loss_at(refined, 200) / reference_loss,
         "control_loss_ratio_at_200": _loss_at(control, 200) / reference_loss,
         "start_from_predictor_fraction": starts.count("predictor") / len(images),
