@@ -57,7 +57,7 @@ def test_masks_stage_end_to_end_writes_checkpoint_metrics_and_plot(tiny_override
     assert 0 <= masks["start_from_predictor_fraction"] <= 1 and sum(masks["start_counts"].values()) == 4
     assert "| image | one-pass loss |" in (run_dir / "report" / "masks.md").read_text()
     section = _masks_section(masks)  # report.md's part, from metrics.json
-    assert "median" in section and section.count("\n| ") == 1 + 4  # the header row and one row per image
+    assert "per image: median" in section and section.count("\n| ") == 1 + 4  # the header row and one row per image
     assert (run_dir / "report" / "masks_loss_vs_steps.png").is_file()
     assert (run_dir / "report" / "masks_loss_vs_seconds.png").is_file()
     assert list((run_dir / "report" / "panels").glob("masks_evaluation_*.png"))

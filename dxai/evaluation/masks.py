@@ -404,6 +404,7 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
     runs = {"reference": reference, "reference, seed 1": other_seed, "refined from the predictor": refined,
             "control: refined from all-ones": control}
     reference_loss = float(level.mean())
+    one_pass_ratios = one_pass / level.cpu()
     refined_steps = _summary(refined.reached, s.refine_steps)
     control_steps = _summary(control.reached, s.refine_steps)
     per_image = [{"image": i, "one_pass_loss": float(one_pass[i]), "reference_loss": float(level[i]),
@@ -443,8 +444,8 @@ def evaluate_mask_predictor(cartoonx: CartoonX, images: torch.Tensor, settings: 
         "one_pass_loss": float(one_pass.mean()),
         "one_pass_loss_ratio": float(one_pass.mean()) / reference_loss,
         # The mean's ratio is carried by the images with the largest losses; these say what a typical image gets.
-        "one_pass_ratio_per_image_median": float((one_pass / level.cpu()).quantile(0.5)),
-        "one_pass_ratio_per_image_p90": float((one_pass / level.cpu()).quantile(0.9)),
+        "one_pass_ratio_per_image_median": float(one_pass_ratios.quantile(0.5)),
+        "one_pass_ratio_per_image_p90": float(one_pass_ratios.quantile(0.9)),
         "refined_loss_ratio_at_200": _loss_at(refined, 200) / reference_loss,
         "control_loss_ratio_at_200": _loss_at(control, 200) / reference_loss,
         "start_from_predictor_fraction": starts.count("predictor") / len(images),

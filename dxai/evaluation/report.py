@@ -235,8 +235,8 @@ def _transfer_section(section: dict) -> str:
 def _per_image(masks: dict) -> str:
     if "one_pass_ratio_per_image_median" not in masks:  # metrics of an older evaluation
         return ""
-    return (f" (per image: median {masks['one_pass_ratio_per_image_median']:.2f}, 90th percentile "
-            f"{masks['one_pass_ratio_per_image_p90']:.2f})")
+    return (f"per image: median {masks['one_pass_ratio_per_image_median']:.2f}, 90th percentile "
+            f"{masks['one_pass_ratio_per_image_p90']:.2f}; ")
 
 
 def _masks_section(masks: dict) -> str:
@@ -244,9 +244,9 @@ def _masks_section(masks: dict) -> str:
     from dxai.evaluation.masks import per_image_markdown  # matplotlib is set up there
 
     return "\n".join([
-        f"One pass {masks['one_pass_loss_ratio']:.2f} times the reference's loss (CartoonX from all-ones, "
-        f"{masks['settings']['reference_steps']} steps at lr {masks['settings']['reference_lr']:g})"
-        f"{_per_image(masks)}; refined, "
+        f"One pass {masks['one_pass_loss_ratio']:.2f} times the reference's loss ({_per_image(masks)}the reference: "
+        f"CartoonX from all-ones, {masks['settings']['reference_steps']} steps at lr "
+        f"{masks['settings']['reference_lr']:g}); refined, "
         f"median {masks['steps_to_reference_median']:g} steps to the reference (90th percentile "
         f"{masks['steps_to_reference_p90']:g}), the control from all-ones "
         f"{masks['control_steps_to_reference_median']:g} "
